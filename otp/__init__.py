@@ -1,0 +1,30 @@
+"""otp: Erlang/OTP's fault tolerance for Python, with every process a real OS process.
+
+    import otp
+
+    def worker(parent):
+        otp.send(parent, ("hello", otp.self()))
+
+    pid, ref = otp.spawn_monitor(worker, otp.self())
+    print(otp.receive(timeout=5))          # ('hello', <nonode@nohost.2>)
+    print(otp.receive(match=otp.Down))     # Down(ref=..., pid=..., reason='normal')
+"""
+from otp.errors import DecodeError, ExitError, NodeError, NoProc, OtpError, Timeout
+from otp.node import Node, node
+from otp.process import (demonitor, exit, is_alive, link, monitor, os_pid, receive, register,
+                         registered, self, send, spawn, spawn_link, spawn_monitor, trap_exit,
+                         unlink, unregister, whereis)
+from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
+
+__all__ = [
+    # processes
+    "spawn", "spawn_link", "spawn_monitor", "self", "send", "receive", "link", "unlink",
+    "monitor", "demonitor", "exit", "trap_exit", "register", "unregister", "whereis",
+    "registered", "is_alive", "os_pid",
+    # terms
+    "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
+    # nodes
+    "Node", "node",
+    # errors
+    "OtpError", "NoProc", "ExitError", "Timeout", "NodeError", "DecodeError",
+]

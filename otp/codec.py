@@ -1,0 +1,148 @@
+"""The wire codec: msgpack with ext types, so that what is sent is what is received.
+
+Tuples stay tuples, lists stay lists, bytes stay bytes, dict keys may be any encodable hashable
+value, and ``Pid``, ``Ref``, ``Exit``, ``Down``, ``NodeUp``, ``NodeDown`` cross as themselves::
+
+    >>> decode(encode(("get", b"k", [1, 2.5], {(1, 2): None})))
+    ('get', b'k', [1, 2.5], {(1, 2): None})
+
+``encode`` raises ``TypeError`` naming the type of a value it cannot encode, so a bad message
+fails in the sender. ``decode`` is bounded for hostile input (frame size, container lengths,
+nesting depth, unknown ext codes) and raises ``otp.errors.DecodeError`` for anything malformed.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgpack
+
+from otp.errors import DecodeError
+from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
+
+if msgpack.version < (1, 0, 5):  # pragma: no cover - guarded by setup.cfg too
+    raise ImportError(f"otp needs msgpack >= 1.0.5, found {msgpack.version}")
+
+MAX_FRAME_SIZE = 64 * 1024 * 1024
+"""Largest frame ``decode`` accepts, in bytes."""
+MAX_DEPTH = 128
+"""Deepest nesting of tuples and otp terms ``decode`` accepts (lists and dicts are bounded by msgpack)."""
+
+EXT_TUPLE, EXT_PID, EXT_REF, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN = range(1, 8)
+
+_ExtType = msgpack.ExtType
+
+
+def _default(obj: Any) -> Any:
+    """Turn what msgpack cannot pack natively into ext types (called by the packer)."""
+    cls = type(obj)
+    if cls is tuple:
+        return _ExtType(EXT_TUPLE, _pack(list(obj)))
+    if cls is Pid:
+        return _ExtType(EXT_PID, _pack([obj.node, obj.id, obj.creation]))
+    if cls is Ref:
+        return _ExtType(EXT_REF, _pack([obj.node, obj.creation, obj.owner, obj.serial]))
+    if cls is Exit:
+        return _ExtType(EXT_EXIT, _pack([obj.pid, obj.reason]))
+    if cls is Down:
+        return _ExtType(EXT_DOWN, _pack([obj.ref, obj.pid, obj.reason]))
+    if cls is NodeUp:
+        return _ExtType(EXT_NODEUP, _pack([obj.node]))
+    if cls is NodeDown:
+        return _ExtType(EXT_NODEDOWN, _pack([obj.node, obj.reason]))
+    # Subclasses of plain types (namedtuple, OrderedDict, IntEnum...) travel as their base type.
+    if isinstance(obj, tuple):
+        return _ExtType(EXT_TUPLE, _pack(list(obj)))
+    if isinstance(obj, bool):
+        return bool(obj)
+    for base in (int, float, str, bytes, list, dict):
+        if isinstance(obj, base):
+            return base(obj)
+    raise TypeError(f"otp cannot send a value of type {cls.__module__}.{cls.__qualname__}: {obj!r:.80}")
+
+
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+
+
+_spare_packers: list[msgpack.Packer] = []
+
+
+def _pack(obj: Any) -> bytes:
+    # A packer may not be re-entered from its own default hook: each nesting level (and each
+    # thread) takes its own packer from the spares and gives it back.
+    try:
+        packer = _spare_packers.pop()
+    except IndexError:
+        packer = _new_packer()
+    try:
+        return packer.pack(obj)
+    except BaseException:
+        packer.reset()
+        raise
+    finally:
+        _spare_packers.append(packer)
+
+
+def encode(obj: Any) -> bytes:
+    """Encode ``obj`` for the wire; ``TypeError`` names the type of anything unencodable."""
+    try:
+        return _pack(obj)
+    except (OverflowError, ValueError) as exc:  # int beyond 64 bits, nesting beyond msgpack's limit
+        raise TypeError(f"otp cannot send this value: {exc}") from None
+
+
+_depth = threading.local()
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    depth = getattr(_depth, "value", 0)
+    if depth >= MAX_DEPTH:
+        raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
+    _depth.value = depth + 1
+    try:
+        items = msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, raw=False)
+    finally:
+        _depth.value = depth
+    if code == EXT_TUPLE:
+        if type(items) is not list:
+            raise DecodeError("tuple payload is not an array")
+        return tuple(items)
+    try:
+        if code == EXT_PID:
+            node, id_, creation = items
+            if type(node) is str and type(id_) is int and type(creation) is int:
+                return Pid(node, id_, creation)
+        elif code == EXT_REF:
+            node, creation, owner, serial = items
+            if type(node) is str and type(creation) is int and type(owner) is int and type(serial) is int:
+                return Ref(node, creation, owner, serial)
+        elif code == EXT_EXIT:
+            pid, reason = items
+            return Exit(pid, reason)
+        elif code == EXT_DOWN:
+            ref, pid, reason = items
+            return Down(ref, pid, reason)
+        elif code == EXT_NODEUP:
+            (node,) = items
+            return NodeUp(node)
+        elif code == EXT_NODEDOWN:
+            node, reason = items
+            return NodeDown(node, reason)
+        else:
+            raise DecodeError(f"unknown ext code {code}")
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"malformed ext {code}: {exc}") from None
+    raise DecodeError(f"malformed ext {code}")
+
+
+def decode(data: bytes) -> Any:
+    """Decode one frame; raise ``DecodeError`` for anything malformed or over the limits."""
+    if len(data) > MAX_FRAME_SIZE:
+        raise DecodeError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_SIZE}")
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, raw=False)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, StackError, ValueError...
+        raise DecodeError(f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,51 @@
+"""Every public exception of otp, each saying when it is raised.
+
+Exit reasons are plain values (strings and tuples, see DESIGN section 3); exceptions that carry one
+keep it in their ``reason`` attribute so callers can match on it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class OtpError(Exception):
+    """Base class of every otp exception."""
+
+
+class NoProc(OtpError):
+    """Raised when a message or a call targets a process or a name that does not exist.
+
+    ``target`` is the pid or name that was not found.
+    """
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(f"no process: {target!r}")
+        self.target = target
+
+
+class ExitError(OtpError):
+    """Raised when a process exits, or must exit, with ``reason``.
+
+    Raise it in a process to exit with that reason (Erlang's ``exit(Reason)``). otp raises it in
+    the calling thread of an embedded program when an exit signal kills that thread's process,
+    and from ``otp.call`` when the server dies during the call.
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"process exited: {self.reason!r}"
+
+
+class Timeout(OtpError):
+    """Raised by ``otp.receive`` when no matching message arrives within its timeout."""
+
+
+class NodeError(OtpError):
+    """Raised when the node cannot start, is not running, or its agent is gone."""
+
+
+class DecodeError(OtpError):
+    """Raised when a frame cannot be decoded (malformed, truncated, too large, too deep)."""

@@ -1,0 +1,204 @@
+"""The preloaded fork server (zygote) of a node: a spawn costs a fork, not an interpreter start.
+
+The node agent forks it before making any ZeroMQ context or thread, so it holds neither
+(DESIGN section 6). It forks one child per spawn request, reaps every child, and reports each
+death to the agent with the exit reason the child wrote into its private pipe just before
+exiting; a child that wrote none died at the hands of the OS (SIGKILL, a segfault,
+``os._exit``), and its wait status tells how.
+
+Its control channel is a unix stream socket pair with the agent: 4-byte big-endian length,
+then a codec list (``protocol.Z_*``).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+from typing import Any, NoReturn
+
+import zmq
+
+from otp import codec
+from otp import process
+from otp import protocol as P
+
+_LENGTH = struct.Struct(">I")
+MAX_CONTROL_FRAME = 256 * 1024 * 1024
+MAX_REASON_BYTES = 60_000  # below a pipe's buffer, so a dying child never blocks on it
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the thread that forked it exits."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def become_subreaper() -> None:
+    """Adopt (and so reap) descendants orphaned below this process."""
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    data = codec.encode(obj)
+    sock.sendall(_LENGTH.pack(len(data)) + data)
+
+
+class FrameReader:
+    """Splits a byte stream of length-prefixed codec frames into decoded lists."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list:
+        buf = self._buffer
+        buf += data
+        frames = []
+        while len(buf) >= 4:
+            (length,) = _LENGTH.unpack_from(buf)
+            if length > MAX_CONTROL_FRAME:
+                raise ValueError(f"control frame of {length} bytes")
+            if len(buf) < 4 + length:
+                break
+            frames.append(codec.decode(bytes(buf[4:4 + length])))
+            del buf[:4 + length]
+        return frames
+
+
+def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str) -> NoReturn:
+    """The zygote's loop; runs in the process the agent forked, until told to stop."""
+    die_with_parent()
+    zygote_pid = os.getpid()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    children: dict[int, tuple[int, int]] = {}   # os pid -> (process id, reason pipe read end)
+    reader = FrameReader()
+
+    def reap() -> None:
+        while children:
+            try:
+                os_pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if os_pid == 0:
+                return
+            entry = children.pop(os_pid, None)
+            if entry is None:
+                continue
+            proc_id, reason_fd = entry
+            send_frame(ctl, [P.Z_EXITED, proc_id, os_pid, status, _read_reason(reason_fd)])
+
+    def stop() -> NoReturn:
+        for os_pid in children:
+            try:
+                os.kill(os_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while children:
+            try:
+                os_pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            entry = children.pop(os_pid, None)
+            if entry:
+                os.close(entry[1])
+        os._exit(0)
+
+    def fork(proc_id: int, payload: bytes) -> None:
+        reason_r, reason_w = os.pipe()
+        try:
+            os_pid = os.fork()
+        except OSError as exc:
+            os.close(reason_r)
+            os.close(reason_w)
+            send_frame(ctl, [P.Z_FORK_FAILED, proc_id, str(exc)])
+            return
+        if os_pid == 0:
+            try:
+                _child(zygote_pid, reason_w, node_name, creation, rundir, proc_id, payload)
+            finally:
+                os._exit(70)
+        os.close(reason_w)
+        os.set_blocking(reason_r, False)
+        children[os_pid] = (proc_id, reason_r)
+        send_frame(ctl, [P.Z_FORKED, proc_id, os_pid])
+
+    while True:
+        try:
+            readable, _, _ = select.select([ctl, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in readable:
+            os.read(wake_r, 4096)
+            reap()
+        if ctl in readable:
+            data = ctl.recv(1 << 20)
+            if not data:
+                stop()  # the agent is gone
+            for op, *args in reader.feed(data):
+                if op == P.Z_SPAWN:
+                    fork(*args)
+                elif op == P.Z_STOP:
+                    stop()
+
+
+def _read_reason(fd: int) -> bytes:
+    """The exit reason a child wrote before exiting (b"" if none), and close its pipe."""
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) < 4 or _LENGTH.unpack_from(data)[0] != len(data) - 4:
+        return b""
+    return data[4:]
+
+
+def _child(zygote_pid: int, reason_w: int, node_name: str, creation: int, rundir: str,
+           proc_id: int, payload: bytes) -> NoReturn:
+    """A new process: shed the zygote's state, run the function, report the reason, exit."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    die_with_parent()
+    if os.getppid() != zygote_pid:
+        os._exit(1)  # the zygote died while we were born
+    os.closerange(3, reason_w)
+    os.closerange(reason_w + 1, 1 << 20)
+    random.seed()
+    funcref, args_bytes = codec.decode(payload)
+    node = process.NodeContext(node_name, creation, rundir, zmq.Context(), os.getpid())
+    reason = process.run_spawned(node, proc_id, funcref, args_bytes)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    data = _encode_reason(reason)
+    os.write(reason_w, _LENGTH.pack(len(data)) + data)
+    os._exit(0)
+
+
+def _encode_reason(reason: Any) -> bytes:
+    try:
+        data = codec.encode(reason)
+    except TypeError as exc:
+        data = codec.encode(("exception", "TypeError", f"unencodable exit reason: {exc}", ""))
+    if len(data) > MAX_REASON_BYTES:
+        if type(reason) is tuple and reason and reason[0] == "exception":
+            data = codec.encode(reason[:3] + ("(traceback too long)",))
+        if len(data) > MAX_REASON_BYTES:
+            data = codec.encode(("exception", "ValueError", "exit reason too large", ""))
+    return data

@@ -1,0 +1,60 @@
+"""The frame vocabulary between processes and their node agent.
+
+A frame to a process mailbox is one byte of kind and a codec body:
+
+- ``MSG``: a message sent with ``otp.send``; the body is the message.
+- ``SIGNAL``: a signal turned message by the agent (``Exit``, ``Down``); the body is the message.
+  The receiver first takes every frame already waiting, so that what a dead process sent before
+  dying is not overtaken by the news of its death.
+- ``CONTROL``: runtime business (a reply to a request, an order to exit); the body is a list
+  ``[op, ...]``.
+
+A frame to the agent is a codec list ``[op, sender_id, ...]``; the ops are below. Requests that
+need an answer carry a ``tag``; the agent answers with the control frame ``[REPLY, tag, value]``.
+"""
+from __future__ import annotations
+
+MSG = ord("m")
+SIGNAL = ord("s")
+CONTROL = ord("c")
+MSG_PREFIX = b"m"
+SIGNAL_PREFIX = b"s"
+CONTROL_PREFIX = b"c"
+
+# control ops to a process
+REPLY = "reply"          # [REPLY, tag, value]
+KILL = "kill"            # [KILL, reason]: an embedded process must exit (it cannot be SIGKILLed)
+
+# ops to the agent: [op, sender_id, ...]
+SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref -> reply id
+STARTED = "started"      # (from a new process once its mailbox is bound)
+ATTACH = "attach"        # tag, token, os_pid -> reply id (a thread of an embedding program)
+DETACH = "detach"        # reason (that thread's process ends)
+LINK = "link"            # tag, pid -> reply True | "noproc"
+UNLINK = "unlink"        # pid
+MONITOR = "monitor"      # ref, pid | name
+DEMONITOR = "demonitor"  # ref
+EXIT = "exit"            # pid, reason
+TRAP_EXIT = "trap_exit"  # flag
+REGISTER = "register"    # tag, name, pid -> reply None | error text
+UNREGISTER = "unregister"  # tag, name -> reply None | error text
+WHEREIS = "whereis"      # tag, name -> reply id | None
+REGISTERED = "registered"  # tag -> reply [names]
+IS_ALIVE = "is_alive"    # tag, id -> reply bool
+OS_PID = "os_pid"        # tag, id -> reply int | None
+STOP_NODE = "stop_node"  # (from the embedding program)
+
+# zygote <-> agent, length-prefixed codec lists over a unix stream socket
+Z_SPAWN = "spawn"        # agent -> zygote: id, spawn payload bytes
+Z_STOP = "stop"          # agent -> zygote: kill every child and exit
+Z_FORKED = "forked"      # zygote -> agent: id, os_pid
+Z_FORK_FAILED = "fork_failed"  # zygote -> agent: id, error text
+Z_EXITED = "exited"      # zygote -> agent: id, os_pid, wait status, reason bytes (b"" if none)
+
+AGENT_ENDPOINT = "agent"
+"""Name of the agent's mailbox in the run directory."""
+
+
+def endpoint(rundir: str, name: str | int) -> str:
+    """The ipc endpoint of a mailbox named ``name`` in the run directory."""
+    return f"ipc://{rundir}/{name}"

@@ -1,0 +1,1 @@
+"""Ready-made workers built only on otp's public API, and the ports of the article's examples."""
