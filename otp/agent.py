@@ -67,7 +67,10 @@ class Agent:
         self.parent_fd = parent_fd
         self.ctx = zmq.Context()
         self.inbox = self.ctx.socket(zmq.PULL)
-        self.inbox.setsockopt(zmq.LINGER, 0)
+        # A receiving socket with LINGER 0 drops what a disconnected peer sent but was not yet
+        # read: every receiving socket keeps a linger.
+        self.inbox.setsockopt(zmq.LINGER, 1000)
+        self.inbox.setsockopt(zmq.RCVHWM, 1_000_000)
         self.inbox.bind(P.endpoint(rundir, P.AGENT_ENDPOINT))
         self.procs: dict[int, Proc] = {}
         self.names: dict[str, int] = {}

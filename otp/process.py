@@ -43,6 +43,8 @@ SEND_BLOCKED_TIMEOUT = 10.0
 """Seconds a send waits on a live peer whose queue is full before the message is dropped."""
 PEER_LINGER_MS = 1000
 """How long a closing process keeps trying to deliver what it already sent."""
+MAILBOX_CAPACITY = 1_000_000
+"""Messages a mailbox socket takes in before senders must wait (Erlang's are unbounded)."""
 SPIN_SECONDS = float(os.environ.get("OTP_SPIN_US", "50")) / 1e6
 """How long a receive polls without blocking before it sleeps: a wake-up costs more than this."""
 
@@ -80,7 +82,12 @@ class Runtime:
         self.pid: Pid | None = None
         ctx = node.ctx
         self._sock = ctx.socket(zmq.PULL)
-        self._sock.setsockopt(zmq.LINGER, 0)
+        # LINGER 0 here would drop what a peer sent just before it exited (ZeroMQ terminates a
+        # disconnected peer's pipe without delay when the receiving socket does not linger).
+        self._sock.setsockopt(zmq.LINGER, 1000)
+        # ZeroMQ drops what a peer sent before exiting if the receiving pipe was full when it
+        # disconnected: a mailbox holds up to MAILBOX_CAPACITY messages before senders wait.
+        self._sock.setsockopt(zmq.RCVHWM, MAILBOX_CAPACITY)
         self._sock.bind(P.endpoint(node.rundir, mailbox_name))
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
@@ -133,7 +140,7 @@ class Runtime:
         for sock in self._peers.values():
             sock.close(linger=PEER_LINGER_MS if linger else 0)
         self._peers.clear()
-        self._sock.close(linger=0)
+        self._sock.close()
         self._agent.close(linger=PEER_LINGER_MS if linger else 0)
         if getattr(_tls, "rt", None) is self:
             _tls.rt = None

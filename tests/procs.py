@@ -1,11 +1,15 @@
-"""Process functions the tests spawn (they must be importable)."""
+"""Process functions the tests spawn: they must be importable, so they live here."""
+from __future__ import annotations
+
+import ctypes
 import os
-import time
+import signal
 
 import otp
 
 
 def echo():
+    """Send every (sender, payload) back to sender; return on "stop"."""
     while True:
         msg = otp.receive()
         if msg == "stop":
@@ -14,5 +18,78 @@ def echo():
         otp.send(sender, payload)
 
 
-def reply_to(parent, value):
+def send_back(parent, value):
     otp.send(parent, value)
+
+
+def report_os_pid(parent):
+    otp.send(parent, ("os_pid", os.getpid()))
+
+
+def send_numbers(parent, count):
+    for i in range(count):
+        otp.send(parent, i)
+
+
+def wait_forever():
+    otp.receive()
+
+
+def raise_value_error(message):
+    raise ValueError(message)
+
+
+def exit_with(reason):
+    raise otp.ExitError(reason)
+
+
+def os_exit(code):
+    os._exit(code)
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def sigterm_self():
+    os.kill(os.getpid(), signal.SIGTERM)
+    otp.receive()
+
+
+def trap_and_forward(parent):
+    """Trap exits, tell parent we are ready, then forward every message to parent."""
+    otp.trap_exit(True)
+    otp.send(parent, ("ready", otp.self()))
+    while True:
+        otp.send(parent, ("got", otp.receive()))
+
+
+def link_then_wait(parent, target):
+    """Link to target, tell parent, then wait; tell parent if we survive target's exit."""
+    otp.link(target)
+    otp.send(parent, ("linked", otp.self()))
+    msg = otp.receive()
+    otp.send(parent, ("survived", msg))
+
+
+def spawn_linked_child(parent, func, *args):
+    """Spawn func linked to us, tell parent its pid, then wait for orders."""
+    child = otp.spawn_link(func, *args)
+    otp.send(parent, ("child", child))
+    while True:
+        msg = otp.receive()
+        otp.send(parent, ("middle got", msg))
+
+
+def spawn_tree(parent, depth):
+    """Spawn a chain of linked processes depth deep, report every OS pid, then wait."""
+    otp.send(parent, ("os_pid", os.getpid()))
+    if depth > 1:
+        otp.spawn_link(spawn_tree, parent, depth - 1)
+    otp.receive()
+
+
+def register_self_and_wait(parent, name):
+    otp.register(name, otp.self())
+    otp.send(parent, ("registered", otp.self()))
+    otp.receive()
