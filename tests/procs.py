@@ -72,9 +72,10 @@ def link_then_wait(parent, target):
     otp.send(parent, ("survived", msg))
 
 
-def spawn_linked_child(parent, func, *args):
-    """Spawn func linked to us, tell parent its pid, then wait for orders."""
-    child = otp.spawn_link(func, *args)
+def spawn_linked_child(parent, func_name, *args):
+    """Spawn the function of this module named func_name, linked to us; tell parent its pid,
+    then forward what we receive."""
+    child = otp.spawn_link(globals()[func_name], *args)
     otp.send(parent, ("child", child))
     while True:
         msg = otp.receive()
