@@ -257,7 +257,7 @@ class Runtime:
         return None
 
     def _handle(self, frame: bytes) -> None:
-        kind = frame[0]
+        kind = frame[0] if frame else None
         try:
             if kind == P.MSG:
                 self._mailbox.put(codec.decode(frame[1:]))
@@ -280,8 +280,11 @@ class Runtime:
                 frame = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if frame[0] == P.SIGNAL:
-                signals.append(codec.decode(frame[1:]))
+            if frame and frame[0] == P.SIGNAL:
+                try:
+                    signals.append(codec.decode(frame[1:]))
+                except DecodeError as exc:
+                    log.warning("malformed frame dropped by %r: %s", self.pid, exc)
             else:
                 self._handle(frame)
         for sig in signals:

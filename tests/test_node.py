@@ -1,0 +1,129 @@
+"""Nodes: run directory, stale cleanup, hostile frames, and no orphans when anything is killed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+
+import psutil
+import pytest
+import zmq
+
+import otp
+from otp import protocol
+from otp.node import RUNDIR_PREFIX, remove_stale_rundirs
+from tests import procs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_run_directory_is_private_and_removed_on_stop():
+    with otp.Node() as node:
+        assert stat.S_IMODE(os.stat(node.rundir).st_mode) == 0o700
+        rundir = node.rundir
+        pid, ref = otp.spawn_monitor(procs.send_back, otp.self(), "hi")
+        assert otp.receive(timeout=10) == "hi"
+    assert not os.path.exists(rundir)
+
+
+def test_a_named_node_carries_its_name_in_pids():
+    with otp.Node("alpha") as node:
+        assert otp.node() == node.name and node.name.startswith("alpha@")
+        assert otp.self().node == node.name
+
+
+def test_only_one_node_runs_per_program():
+    with otp.Node():
+        with pytest.raises(otp.NodeError, match="already running"):
+            otp.Node().start()
+
+
+def test_malformed_frames_are_dropped_and_the_receiver_keeps_serving(node):
+    pid = otp.spawn(procs.echo)
+    otp.send(pid, (otp.self(), "warm"))
+    assert otp.receive(timeout=10) == "warm"
+    ctx = zmq.Context.instance()
+    for target in (str(pid.id), protocol.AGENT_ENDPOINT):
+        sock = ctx.socket(zmq.PUSH)
+        sock.connect(protocol.endpoint(node.rundir, target))
+        for junk in (b"", b"m\xc1", b"s\x92", b"c\x90", b"zzz", b"\xff" * 64):
+            sock.send(junk)
+        sock.close(linger=1000)
+    otp.send(pid, (otp.self(), "still serving"))
+    assert otp.receive(timeout=10) == "still serving"
+    assert otp.whereis("nobody") is None  # the agent still answers
+    otp.send(pid, "stop")
+
+
+def _start_embedding_program(depth=3):
+    """Start tests/embedding_program.py under a reaping parent; return (harness, its pids)."""
+    harness = subprocess.Popen(
+        [sys.executable, "-m", "tests.subreaper", sys.executable, "-m", "tests.embedding_program", str(depth)],
+        cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    info = json.loads(harness.stdout.readline())
+    return harness, info
+
+
+def _gone_within(pids, timeout):
+    """The pids still running (not dead, not zombies) after waiting up to timeout seconds."""
+    procs_ = []
+    for pid in pids:
+        try:
+            procs_.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs_, timeout=timeout)
+    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_killing_the_embedding_program_ends_every_process_of_its_node():
+    harness, info = _start_embedding_program()
+    node_pids = [info["agent"], info["zygote"], *info["children"]]
+    assert all(psutil.pid_exists(p) for p in node_pids)
+    os.kill(info["program"], signal.SIGKILL)
+    assert _gone_within(node_pids, timeout=1.0) == []
+    harness.stdin.close()
+    harness.wait(10)
+    assert not os.path.exists(info["rundir"])  # the agent removed it on its way out
+
+
+def test_killing_the_node_agent_ends_every_process_of_its_node():
+    harness, info = _start_embedding_program()
+    node_pids = [info["zygote"], *info["children"]]
+    os.kill(info["agent"], signal.SIGKILL)
+    assert _gone_within(node_pids, timeout=1.0) == []
+    os.kill(info["program"], signal.SIGKILL)
+    harness.stdin.close()
+    harness.wait(10)
+    # The killed agent could not remove its run directory: the next node start does.
+    assert os.path.exists(info["rundir"])
+    assert info["rundir"] in remove_stale_rundirs()
+
+
+def test_a_stale_run_directory_without_its_agent_is_removed_at_the_next_start():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tempfile.mkdtemp(prefix=RUNDIR_PREFIX + "stale-")
+    with open(os.path.join(stale, "owner"), "w") as f:
+        f.write(f"{dead.pid} 12345.0\n")
+    open(os.path.join(stale, "7"), "w").close()
+    with otp.Node():
+        assert not os.path.exists(stale)
+
+
+def test_a_malformed_signal_frame_among_good_ones_is_dropped(node):
+    trapper = otp.spawn(procs.trap_and_forward, otp.self())
+    otp.receive(timeout=10)
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.connect(protocol.endpoint(node.rundir, trapper.id))
+    sock.send_multipart([b"s\xc1"]) 
+    sock.send(b"")
+    sock.send(b"s" + b"\x92")
+    sock.close(linger=1000)
+    otp.exit(trapper, "are you there")
+    assert otp.receive(timeout=10) == ("got", otp.Exit(otp.self(), "are you there"))
+    otp.exit(trapper, "kill")
