@@ -12,6 +12,7 @@ nesting depth, unknown ext codes) and raises ``otp.errors.DecodeError`` for anyt
 """
 from __future__ import annotations
 
+import struct
 import threading
 from typing import Any
 
@@ -25,34 +26,54 @@ if msgpack.version < (1, 0, 5):  # pragma: no cover - guarded by setup.cfg too
 
 MAX_FRAME_SIZE = 64 * 1024 * 1024
 """Largest frame ``decode`` accepts, in bytes."""
-MAX_DEPTH = 128
-"""Deepest nesting of tuples and otp terms ``decode`` accepts (lists and dicts are bounded by msgpack)."""
+MAX_DEPTH = 64
+"""Deepest nesting of tuples and otp terms ``decode`` accepts (lists and dicts are bounded by
+msgpack). Each level costs a msgpack unpacking context on the C stack (about 40 KB)."""
 
 EXT_TUPLE, EXT_PID, EXT_REF, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN = range(1, 8)
 
+_new_tuple = tuple.__new__
 _ExtType = msgpack.ExtType
+_PID_HEAD = struct.Struct(">qI")         # id, creation; then the node name in UTF-8
+_REF_HEAD = struct.Struct(">IqQ")        # creation, owner, serial; then the node name
+_pid_cache: dict[Pid, msgpack.ExtType] = {}
+_PID_CACHE_SIZE = 4096
+
+
+def _ext(code: int, data: bytes) -> msgpack.ExtType:
+    # ExtType's own constructor validates in Python; ours are valid by construction.
+    return _new_tuple(_ExtType, (code, data))
+
+
+def _pid_ext(pid: Pid) -> msgpack.ExtType:
+    ext = _pid_cache.get(pid)
+    if ext is None:
+        if len(_pid_cache) >= _PID_CACHE_SIZE:
+            _pid_cache.clear()
+        ext = _pid_cache[pid] = _ext(EXT_PID, _PID_HEAD.pack(pid.id, pid.creation) + pid.node.encode())
+    return ext
 
 
 def _default(obj: Any) -> Any:
     """Turn what msgpack cannot pack natively into ext types (called by the packer)."""
     cls = type(obj)
     if cls is tuple:
-        return _ExtType(EXT_TUPLE, _pack(list(obj)))
+        return _ext(EXT_TUPLE, _pack(list(obj)))
     if cls is Pid:
-        return _ExtType(EXT_PID, _pack([obj.node, obj.id, obj.creation]))
+        return _pid_ext(obj)
     if cls is Ref:
-        return _ExtType(EXT_REF, _pack([obj.node, obj.creation, obj.owner, obj.serial]))
+        return _ext(EXT_REF, _REF_HEAD.pack(obj.creation, obj.owner, obj.serial) + obj.node.encode())
     if cls is Exit:
-        return _ExtType(EXT_EXIT, _pack([obj.pid, obj.reason]))
+        return _ext(EXT_EXIT, _pack([obj.pid, obj.reason]))
     if cls is Down:
-        return _ExtType(EXT_DOWN, _pack([obj.ref, obj.pid, obj.reason]))
+        return _ext(EXT_DOWN, _pack([obj.ref, obj.pid, obj.reason]))
     if cls is NodeUp:
-        return _ExtType(EXT_NODEUP, _pack([obj.node]))
+        return _ext(EXT_NODEUP, _pack([obj.node]))
     if cls is NodeDown:
-        return _ExtType(EXT_NODEDOWN, _pack([obj.node, obj.reason]))
+        return _ext(EXT_NODEDOWN, _pack([obj.node, obj.reason]))
     # Subclasses of plain types (namedtuple, OrderedDict, IntEnum...) travel as their base type.
     if isinstance(obj, tuple):
-        return _ExtType(EXT_TUPLE, _pack(list(obj)))
+        return _ext(EXT_TUPLE, _pack(list(obj)))
     if isinstance(obj, bool):
         return bool(obj)
     for base in (int, float, str, bytes, list, dict):
@@ -88,36 +109,49 @@ def encode(obj: Any) -> bytes:
     """Encode ``obj`` for the wire; ``TypeError`` names the type of anything unencodable."""
     try:
         return _pack(obj)
-    except (OverflowError, ValueError) as exc:  # int beyond 64 bits, nesting beyond msgpack's limit
+    except (OverflowError, ValueError, struct.error) as exc:  # int beyond 64 bits, too deep, bad pid
         raise TypeError(f"otp cannot send this value: {exc}") from None
 
 
 _depth = threading.local()
+_unpackb = msgpack.unpackb
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EXT_TUPLE:  # the common case first
+        depth = getattr(_depth, "value", 0)
+        if depth >= MAX_DEPTH:
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
+        _depth.value = depth + 1
+        try:
+            items = _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
+        finally:
+            _depth.value = depth
+        if type(items) is not list:
+            raise DecodeError("tuple payload is not an array")
+        return tuple(items)
+    if code == EXT_PID:
+        try:
+            proc_id, creation = _PID_HEAD.unpack_from(data)
+            return Pid(data[_PID_HEAD.size:].decode(), proc_id, creation)
+        except (struct.error, UnicodeDecodeError) as exc:
+            raise DecodeError(f"malformed pid: {exc}") from None
+    if code == EXT_REF:
+        try:
+            creation, owner, serial = _REF_HEAD.unpack_from(data)
+            return Ref(data[_REF_HEAD.size:].decode(), creation, owner, serial)
+        except (struct.error, UnicodeDecodeError) as exc:
+            raise DecodeError(f"malformed ref: {exc}") from None
     depth = getattr(_depth, "value", 0)
     if depth >= MAX_DEPTH:
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     _depth.value = depth + 1
     try:
-        items = msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, raw=False)
+        items = _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
     finally:
         _depth.value = depth
-    if code == EXT_TUPLE:
-        if type(items) is not list:
-            raise DecodeError("tuple payload is not an array")
-        return tuple(items)
     try:
-        if code == EXT_PID:
-            node, id_, creation = items
-            if type(node) is str and type(id_) is int and type(creation) is int:
-                return Pid(node, id_, creation)
-        elif code == EXT_REF:
-            node, creation, owner, serial = items
-            if type(node) is str and type(creation) is int and type(owner) is int and type(serial) is int:
-                return Ref(node, creation, owner, serial)
-        elif code == EXT_EXIT:
+        if code == EXT_EXIT:
             pid, reason = items
             return Exit(pid, reason)
         elif code == EXT_DOWN:
@@ -141,7 +175,7 @@ def decode(data: bytes) -> Any:
     if len(data) > MAX_FRAME_SIZE:
         raise DecodeError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_SIZE}")
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, raw=False)
+        return _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, StackError, ValueError...

@@ -37,6 +37,9 @@ class Mailbox:
     def put(self, msg: Any) -> None:
         self._queue.append(msg)
 
+    def __bool__(self) -> bool:
+        return bool(self._queue)
+
     def __len__(self) -> int:
         return len(self._queue)
 

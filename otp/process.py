@@ -34,6 +34,9 @@ from otp.signals import exception_reason
 from otp.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref
 
 log = logging.getLogger(__name__)
+_EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
+_send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
+_RUNTIME_BYTE = bytes([P.RUNTIME])
 
 REQUEST_TIMEOUT = 10.0
 """Seconds to wait for the node agent to answer a request before declaring the node gone."""
@@ -45,7 +48,7 @@ PEER_LINGER_MS = 1000
 """How long a closing process keeps trying to deliver what it already sent."""
 MAILBOX_CAPACITY = 1_000_000
 """Messages a mailbox socket takes in before senders must wait (Erlang's are unbounded)."""
-SPIN_SECONDS = float(os.environ.get("OTP_SPIN_US", "50")) / 1e6
+SPIN_SECONDS = float(os.environ.get("OTP_SPIN_US", "20")) / 1e6
 """How long a receive polls without blocking before it sleeps: a wake-up costs more than this."""
 
 
@@ -148,20 +151,20 @@ class Runtime:
     # ----------------------------------------------------------------- sending
 
     def send(self, dest: Any, msg: Any) -> None:
-        frame = P.MSG_PREFIX + codec.encode(msg)
+        frame = codec.encode(msg)
         pid = dest if type(dest) is Pid else self._resolve_name(dest)
         if pid is None:
             return
         if not self.node.is_local(pid):
             return  # another node or an old run of this one: dropped, as Erlang does
         if pid.id == self.id:
-            self._mailbox.put(codec.decode(frame[1:]))
+            self._mailbox.put(codec.decode(frame))
             return
         sock = self._peers.get(pid.id)
         if sock is None:
             sock = self._connect(pid.id)
         try:
-            sock.send(frame, zmq.NOBLOCK)
+            _send(sock, frame, _NOBLOCK)
         except zmq.Again:
             self._send_when_ready(pid.id, sock, frame)
 
@@ -222,6 +225,8 @@ class Runtime:
     # ----------------------------------------------------------------- receiving
 
     def receive(self, match: Any = None, timeout: float | str | None = None) -> Any:
+        if match is None and timeout is None:
+            return self._receive_any()
         predicate = as_predicate(match)
         if timeout == "infinity":
             timeout = None
@@ -237,6 +242,21 @@ class Runtime:
                 raise Timeout(f"no matching message within {timeout} s")
             self._handle(frame)
 
+    def _receive_any(self) -> Any:
+        """The fast path of ``receive()``: the oldest message, waiting as long as it takes."""
+        box = self._mailbox
+        while True:
+            if box:
+                return box.take(None, 0)[0]
+            frame = self._next_frame(None)
+            if frame[:1] != _RUNTIME_BYTE:
+                try:
+                    return codec.decode(frame)
+                except DecodeError as exc:
+                    log.warning("malformed frame dropped by %r: %s", self.pid, exc)
+            else:
+                self._handle(frame)
+
     def _next_frame(self, deadline: float | None) -> bytes | None:
         """The next frame, or None once the deadline has passed."""
         sock = self._sock
@@ -247,7 +267,7 @@ class Runtime:
         if SPIN_SECONDS > 0 and (deadline is None or deadline - time.monotonic() > SPIN_SECONDS):
             spin_until = time.perf_counter() + SPIN_SECONDS
             while time.perf_counter() < spin_until:
-                if sock.poll(0):
+                if sock.getsockopt(_EVENTS) & _POLLIN:
                     return sock.recv(zmq.NOBLOCK)
         if deadline is None:
             return sock.recv()
@@ -257,16 +277,15 @@ class Runtime:
         return None
 
     def _handle(self, frame: bytes) -> None:
-        kind = frame[0] if frame else None
         try:
-            if kind == P.MSG:
-                self._mailbox.put(codec.decode(frame[1:]))
-            elif kind == P.SIGNAL:
-                self._on_signals([codec.decode(frame[1:])])
-            elif kind == P.CONTROL:
-                self._on_control(codec.decode(frame[1:]))
+            if frame[:1] != _RUNTIME_BYTE:
+                self._mailbox.put(codec.decode(frame))
+            elif frame[1:2] == b"s":
+                self._on_signals([codec.decode(frame[2:])])
+            elif frame[1:2] == b"c":
+                self._on_control(codec.decode(frame[2:]))
             else:
-                log.warning("frame of unknown kind %r dropped by %r", kind, self.pid)
+                log.warning("runtime frame of unknown kind %r dropped by %r", frame[1:2], self.pid)
         except DecodeError as exc:
             log.warning("malformed frame dropped by %r: %s", self.pid, exc)
         if self._killed is not None:
@@ -280,9 +299,9 @@ class Runtime:
                 frame = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if frame and frame[0] == P.SIGNAL:
+            if frame[:2] == P.SIGNAL_PREFIX:
                 try:
-                    signals.append(codec.decode(frame[1:]))
+                    signals.append(codec.decode(frame[2:]))
                 except DecodeError as exc:
                     log.warning("malformed frame dropped by %r: %s", self.pid, exc)
             else:

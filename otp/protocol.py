@@ -1,25 +1,25 @@
 """The frame vocabulary between processes and their node agent.
 
-A frame to a process mailbox is one byte of kind and a codec body:
+A frame to a process mailbox is either a message or a runtime frame:
 
-- ``MSG``: a message sent with ``otp.send``; the body is the message.
-- ``SIGNAL``: a signal turned message by the agent (``Exit``, ``Down``); the body is the message.
-  The receiver first takes every frame already waiting, so that what a dead process sent before
-  dying is not overtaken by the news of its death.
-- ``CONTROL``: runtime business (a reply to a request, an order to exit); the body is a list
-  ``[op, ...]``.
+- a message sent with ``otp.send`` is its codec encoding, nothing more (the fast path: no
+  prefix to add or strip);
+- a runtime frame starts with ``RUNTIME`` (0xc1, a byte msgpack never uses) and a kind byte:
+  ``SIGNAL``, a signal turned message by the agent (``Exit``, ``Down``), whose body is the
+  message; the receiver first takes every frame already waiting, so that what a dead process
+  sent before dying is not overtaken by the news of its death. ``CONTROL``, runtime business
+  (a reply to a request, an order to exit), whose body is a list ``[op, ...]``.
 
 A frame to the agent is a codec list ``[op, sender_id, ...]``; the ops are below. Requests that
 need an answer carry a ``tag``; the agent answers with the control frame ``[REPLY, tag, value]``.
 """
 from __future__ import annotations
 
-MSG = ord("m")
+RUNTIME = 0xC1
 SIGNAL = ord("s")
 CONTROL = ord("c")
-MSG_PREFIX = b"m"
-SIGNAL_PREFIX = b"s"
-CONTROL_PREFIX = b"c"
+SIGNAL_PREFIX = b"\xc1s"
+CONTROL_PREFIX = b"\xc1c"
 
 # control ops to a process
 REPLY = "reply"          # [REPLY, tag, value]

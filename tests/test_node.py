@@ -50,7 +50,7 @@ def test_malformed_frames_are_dropped_and_the_receiver_keeps_serving(node):
     for target in (str(pid.id), protocol.AGENT_ENDPOINT):
         sock = ctx.socket(zmq.PUSH)
         sock.connect(protocol.endpoint(node.rundir, target))
-        for junk in (b"", b"m\xc1", b"s\x92", b"c\x90", b"zzz", b"\xff" * 64):
+        for junk in (b"", b"\xc1", b"\xc1s\x92", b"\xc1c\x90", b"\xc1z", b"\x92", b"\xff" * 64):
             sock.send(junk)
         sock.close(linger=1000)
     otp.send(pid, (otp.self(), "still serving"))
@@ -120,9 +120,9 @@ def test_a_malformed_signal_frame_among_good_ones_is_dropped(node):
     otp.receive(timeout=10)
     sock = zmq.Context.instance().socket(zmq.PUSH)
     sock.connect(protocol.endpoint(node.rundir, trapper.id))
-    sock.send_multipart([b"s\xc1"]) 
+    sock.send(b"\xc1s\xc1")
     sock.send(b"")
-    sock.send(b"s" + b"\x92")
+    sock.send(b"\xc1s\x92")
     sock.close(linger=1000)
     otp.exit(trapper, "are you there")
     assert otp.receive(timeout=10) == ("got", otp.Exit(otp.self(), "are you there"))

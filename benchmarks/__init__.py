@@ -1,0 +1,1 @@
+"""Benchmarks of otp against its peers, each printing one JSON line per result."""

@@ -1,0 +1,20 @@
+"""``python -m benchmarks [NAME ...]``: run the benchmarks, one JSON line per result."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = ["roundtrip", "throughput", "spawn"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("names", nargs="*", choices=BENCHMARKS + [[]], default=BENCHMARKS,
+                        help="which benchmarks to run (default: all)")
+    args = parser.parse_args()
+    for name in args.names or BENCHMARKS:
+        importlib.import_module(f"benchmarks.{name}").run()
+
+
+if __name__ == "__main__":
+    main()
