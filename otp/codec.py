@@ -8,7 +8,7 @@ value, and ``Pid``, ``Ref``, ``Exit``, ``Down``, ``NodeUp``, ``NodeDown`` cross 
 
 ``encode`` raises ``TypeError`` naming the type of a value it cannot encode, so a bad message
 fails in the sender. ``decode`` is bounded for hostile input (frame size, container lengths,
-nesting depth, unknown ext codes) and raises ``otp.errors.DecodeError`` for anything malformed.
+nesting depth, unknown ext codes, marks out of place) and raises ``otp.errors.DecodeError`` for anything malformed.
 """
 from __future__ import annotations
 
@@ -26,23 +26,29 @@ if msgpack.version < (1, 0, 5):  # pragma: no cover - guarded by setup.cfg too
 
 MAX_FRAME_SIZE = 64 * 1024 * 1024
 """Largest frame ``decode`` accepts, in bytes."""
-MAX_DEPTH = 64
-"""Deepest nesting of tuples and otp terms ``decode`` accepts (lists and dicts are bounded by
-msgpack). Each level costs a msgpack unpacking context on the C stack (about 40 KB)."""
-
 EXT_TUPLE, EXT_PID, EXT_REF, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN = range(1, 8)
+
+# Containers (tuples and the signal messages) travel as a msgpack array whose first item is an
+# empty ext "mark" naming the type: ``(1, 2)`` is ``[mark(tuple), 1, 2]``. The packer packs the
+# array natively, and the unpacker's list hook turns marked arrays back into their type, so a
+# nested term costs no nested packer or unpacker. Pids and refs are leaf ext types.
 
 _new_tuple = tuple.__new__
 _ExtType = msgpack.ExtType
 _PID_HEAD = struct.Struct(">qI")         # id, creation; then the node name in UTF-8
 _REF_HEAD = struct.Struct(">IqQ")        # creation, owner, serial; then the node name
-_pid_cache: dict[Pid, msgpack.ExtType] = {}
+_pid_cache: dict[Pid, msgpack.ExtType] = {}     # encoding the same pids again and again
+_pid_decoded: dict[bytes, Pid] = {}             # and decoding them: a frozen dataclass is slow to make
 _PID_CACHE_SIZE = 4096
 
 
 def _ext(code: int, data: bytes) -> msgpack.ExtType:
     # ExtType's own constructor validates in Python; ours are valid by construction.
     return _new_tuple(_ExtType, (code, data))
+
+
+_TUPLE_MARK, _EXIT_MARK, _DOWN_MARK, _NODEUP_MARK, _NODEDOWN_MARK = (
+    _ext(code, b"") for code in (EXT_TUPLE, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN))
 
 
 def _pid_ext(pid: Pid) -> msgpack.ExtType:
@@ -58,22 +64,22 @@ def _default(obj: Any) -> Any:
     """Turn what msgpack cannot pack natively into ext types (called by the packer)."""
     cls = type(obj)
     if cls is tuple:
-        return _ext(EXT_TUPLE, _pack(list(obj)))
+        return [_TUPLE_MARK, *obj]
     if cls is Pid:
         return _pid_ext(obj)
     if cls is Ref:
         return _ext(EXT_REF, _REF_HEAD.pack(obj.creation, obj.owner, obj.serial) + obj.node.encode())
     if cls is Exit:
-        return _ext(EXT_EXIT, _pack([obj.pid, obj.reason]))
+        return [_EXIT_MARK, obj.pid, obj.reason]
     if cls is Down:
-        return _ext(EXT_DOWN, _pack([obj.ref, obj.pid, obj.reason]))
+        return [_DOWN_MARK, obj.ref, obj.pid, obj.reason]
     if cls is NodeUp:
-        return _ext(EXT_NODEUP, _pack([obj.node]))
+        return [_NODEUP_MARK, obj.node]
     if cls is NodeDown:
-        return _ext(EXT_NODEDOWN, _pack([obj.node, obj.reason]))
+        return [_NODEDOWN_MARK, obj.node, obj.reason]
     # Subclasses of plain types (namedtuple, OrderedDict, IntEnum...) travel as their base type.
     if isinstance(obj, tuple):
-        return _ext(EXT_TUPLE, _pack(list(obj)))
+        return [_TUPLE_MARK, *obj]
     if isinstance(obj, bool):
         return bool(obj)
     for base in (int, float, str, bytes, list, dict):
@@ -82,92 +88,79 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"otp cannot send a value of type {cls.__module__}.{cls.__qualname__}: {obj!r:.80}")
 
 
-def _new_packer() -> msgpack.Packer:
-    return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
-
-
-_spare_packers: list[msgpack.Packer] = []
-
-
-def _pack(obj: Any) -> bytes:
-    # A packer may not be re-entered from its own default hook: each nesting level (and each
-    # thread) takes its own packer from the spares and gives it back.
-    try:
-        packer = _spare_packers.pop()
-    except IndexError:
-        packer = _new_packer()
-    try:
-        return packer.pack(obj)
-    except BaseException:
-        packer.reset()
-        raise
-    finally:
-        _spare_packers.append(packer)
+_packer = threading.local()
 
 
 def encode(obj: Any) -> bytes:
     """Encode ``obj`` for the wire; ``TypeError`` names the type of anything unencodable."""
     try:
-        return _pack(obj)
+        packer = _packer.value
+    except AttributeError:
+        packer = _packer.value = msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+    try:
+        return packer.pack(obj)
+    except TypeError:
+        packer.reset()
+        raise
     except (OverflowError, ValueError, struct.error) as exc:  # int beyond 64 bits, too deep, bad pid
+        packer.reset()
         raise TypeError(f"otp cannot send this value: {exc}") from None
 
 
-_depth = threading.local()
-_unpackb = msgpack.unpackb
+class _Mark:
+    """What a container mark decodes to before its array becomes the container."""
+
+    __slots__ = ("build", "arity")
+
+    def __init__(self, build: Any, arity: int | None) -> None:
+        self.build, self.arity = build, arity
+
+
+_MARKS = {EXT_TUPLE: _Mark(tuple, None), EXT_EXIT: _Mark(Exit, 2), EXT_DOWN: _Mark(Down, 3),
+          EXT_NODEUP: _Mark(NodeUp, 1), EXT_NODEDOWN: _Mark(NodeDown, 2)}
+_TUPLE = _MARKS[EXT_TUPLE]
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code == EXT_TUPLE:  # the common case first
-        depth = getattr(_depth, "value", 0)
-        if depth >= MAX_DEPTH:
-            raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
-        _depth.value = depth + 1
-        try:
-            items = _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
-        finally:
-            _depth.value = depth
-        if type(items) is not list:
-            raise DecodeError("tuple payload is not an array")
-        return tuple(items)
-    if code == EXT_PID:
+    if not data:
+        mark = _MARKS.get(code)
+        if mark is not None:
+            return mark
+    elif code == EXT_PID:
+        pid = _pid_decoded.get(data)
+        if pid is not None:
+            return pid
         try:
             proc_id, creation = _PID_HEAD.unpack_from(data)
-            return Pid(data[_PID_HEAD.size:].decode(), proc_id, creation)
+            pid = Pid(data[_PID_HEAD.size:].decode(), proc_id, creation)
         except (struct.error, UnicodeDecodeError) as exc:
             raise DecodeError(f"malformed pid: {exc}") from None
-    if code == EXT_REF:
+        if len(_pid_decoded) >= _PID_CACHE_SIZE:
+            _pid_decoded.clear()
+        _pid_decoded[data] = pid
+        return pid
+    elif code == EXT_REF:
         try:
             creation, owner, serial = _REF_HEAD.unpack_from(data)
             return Ref(data[_REF_HEAD.size:].decode(), creation, owner, serial)
         except (struct.error, UnicodeDecodeError) as exc:
             raise DecodeError(f"malformed ref: {exc}") from None
-    depth = getattr(_depth, "value", 0)
-    if depth >= MAX_DEPTH:
-        raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
-    _depth.value = depth + 1
-    try:
-        items = _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
-    finally:
-        _depth.value = depth
-    try:
-        if code == EXT_EXIT:
-            pid, reason = items
-            return Exit(pid, reason)
-        elif code == EXT_DOWN:
-            ref, pid, reason = items
-            return Down(ref, pid, reason)
-        elif code == EXT_NODEUP:
-            (node,) = items
-            return NodeUp(node)
-        elif code == EXT_NODEDOWN:
-            node, reason = items
-            return NodeDown(node, reason)
-        else:
-            raise DecodeError(f"unknown ext code {code}")
-    except (TypeError, ValueError) as exc:
-        raise DecodeError(f"malformed ext {code}: {exc}") from None
-    raise DecodeError(f"malformed ext {code}")
+    raise DecodeError(f"unknown or malformed ext type {code}")
+
+
+def _list_hook(items: list) -> Any:
+    if items:
+        mark = items[0]
+        if mark is _TUPLE:
+            return tuple(items[1:])
+        if type(mark) is _Mark:
+            if len(items) - 1 != mark.arity:
+                raise DecodeError(f"{mark.build.__name__} needs {mark.arity} fields, got {len(items) - 1}")
+            return mark.build(*items[1:])
+    return items
+
+
+_unpackb = msgpack.unpackb
 
 
 def decode(data: bytes) -> Any:
@@ -175,8 +168,11 @@ def decode(data: bytes) -> Any:
     if len(data) > MAX_FRAME_SIZE:
         raise DecodeError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_SIZE}")
     try:
-        return _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
+        term = _unpackb(data, ext_hook=_ext_hook, list_hook=_list_hook, strict_map_key=False)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, StackError, ValueError...
         raise DecodeError(f"{type(exc).__name__}: {exc}") from None
+    if type(term) is _Mark:
+        raise DecodeError("a container mark out of place")
+    return term

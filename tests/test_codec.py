@@ -71,8 +71,9 @@ def test_an_integer_beyond_64_bits_is_refused_with_type_error():
     b"\xc1",                                              # never-used msgpack byte
     b"\x92\x01",                                          # truncated array
     msgpack.packb(msgpack.ExtType(99, b"\x90")),          # unknown ext code
-    msgpack.packb(msgpack.ExtType(codec.EXT_PID, msgpack.packb([1, 2, 3]))),   # pid of wrong types
-    msgpack.packb(msgpack.ExtType(codec.EXT_TUPLE, msgpack.packb({"a": 1}))),  # tuple of a map
+    msgpack.packb(msgpack.ExtType(codec.EXT_PID, b"\x01")),                    # truncated pid
+    msgpack.packb(msgpack.ExtType(codec.EXT_REF, b"\x00" * 20 + b"\xff")),     # ref node not UTF-8
+    msgpack.packb(msgpack.ExtType(codec.EXT_TUPLE, b"\x90")),                  # a mark with a payload
     msgpack.packb({(1,): 2}, default=lambda o: list(o)) ,  # list as a map key
     b"\x91" * 100_000 + b"\xc0",                          # nested beyond msgpack's stack
 ])
@@ -81,10 +82,25 @@ def test_a_malformed_frame_raises_decode_error(frame):
         codec.decode(frame)
 
 
-def test_ext_nesting_beyond_the_limit_is_refused():
-    frame = codec.encode(0)
-    for _ in range(codec.MAX_DEPTH + 5):
-        frame = msgpack.packb(msgpack.ExtType(codec.EXT_TUPLE, b"\x91" + frame))
+def test_nesting_beyond_the_limit_is_refused_both_ways():
+    deep = ()
+    for _ in range(3000):
+        deep = (deep,)
+    with pytest.raises(TypeError):
+        codec.encode(deep)
+    mark = msgpack.packb(msgpack.ExtType(codec.EXT_TUPLE, b""))
+    frame = b""
+    for _ in range(3000):
+        frame = b"\x92" + mark + (frame or b"\xc0")
+    with pytest.raises(DecodeError):
+        codec.decode(frame)
+
+
+@pytest.mark.parametrize("frame", [
+    msgpack.packb(msgpack.ExtType(codec.EXT_TUPLE, b"")),                      # a mark alone
+    b"\x92" + msgpack.packb(msgpack.ExtType(codec.EXT_EXIT, b"")) + b"\x01",   # Exit with one field
+])
+def test_a_container_mark_out_of_place_is_refused(frame):
     with pytest.raises(DecodeError):
         codec.decode(frame)
 
