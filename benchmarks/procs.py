@@ -52,3 +52,13 @@ def send_back(parent: otp.Pid) -> None:
 
 def idle() -> None:
     otp.receive()
+
+
+def mp_send_back(conn) -> None:
+    """multiprocessing peer of send_back: report through a Pipe."""
+    conn.send("up")
+
+
+def mp_idle(conn) -> None:
+    conn.send("up")
+    conn.recv()

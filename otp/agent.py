@@ -206,7 +206,8 @@ class Agent:
         if monitor_ref is not None:
             proc.monitored_by[monitor_ref] = (sender, self.pid(proc_id))
             spawner.monitoring[monitor_ref] = proc_id
-        forkserver.send_frame(self.zygote, [P.Z_SPAWN, proc_id, codec.encode([funcref, args_bytes])])
+        payload = codec.encode([funcref, args_bytes, sender, tag])
+        forkserver.send_frame(self.zygote, [P.Z_SPAWN, proc_id, payload])
 
     def on_forked(self, proc_id: int, os_pid: int) -> None:
         proc = self.procs.get(proc_id)
@@ -225,10 +226,12 @@ class Agent:
 
     def on_started(self, proc_id: int) -> None:
         proc = self.procs.get(proc_id)
-        if proc is not None:
-            self._announce_spawned(proc)
+        if proc is not None:  # the new process told its spawner itself
+            proc.started = True
+            proc.spawner = None
 
     def _announce_spawned(self, proc: Proc) -> None:
+        """Answer the spawner of a process that died before it could (a spawn always returns)."""
         if not proc.started:
             proc.started = True
             if proc.spawner is not None:

@@ -100,6 +100,7 @@ class Runtime:
         self._peers: dict[int, zmq.Socket] = {}
         self._mailbox = Mailbox()
         self._replies: dict[int, Any] = {}
+        self._awaiting: set[int] = set()
         self._cancelled_monitors: set[Ref] = set()
         self._serials = itertools.count(1)
         self._trapping = False
@@ -110,11 +111,16 @@ class Runtime:
     # ----------------------------------------------------------------- creation
 
     @classmethod
-    def for_spawned(cls, node: NodeContext, proc_id: int) -> "Runtime":
-        """The runtime of a process the node spawned, with the id the agent gave it."""
+    def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int) -> "Runtime":
+        """The runtime of a process the node spawned, with the id the agent gave it.
+
+        Once its mailbox is bound, it tells the agent, and its spawner directly (the spawner
+        waits for that to return the pid, so that the pid can be sent to at once).
+        """
         rt = cls(node, proc_id, embedded=False)
         rt._set_id(proc_id)
         rt._to_agent([P.STARTED, proc_id])
+        rt._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
         return rt
 
     @classmethod
@@ -160,13 +166,16 @@ class Runtime:
         if pid.id == self.id:
             self._mailbox.put(codec.decode(frame))
             return
-        sock = self._peers.get(pid.id)
+        self._deliver(pid.id, frame)
+
+    def _deliver(self, proc_id: int, frame: bytes) -> None:
+        sock = self._peers.get(proc_id)
         if sock is None:
-            sock = self._connect(pid.id)
+            sock = self._connect(proc_id)
         try:
             _send(sock, frame, _NOBLOCK)
         except zmq.Again:
-            self._send_when_ready(pid.id, sock, frame)
+            self._send_when_ready(proc_id, sock, frame)
 
     def _connect(self, proc_id: int) -> zmq.Socket:
         peers = self._peers
@@ -316,7 +325,8 @@ class Runtime:
     def _on_control(self, body: list) -> None:
         op = body[0]
         if op == P.REPLY:
-            self._replies[body[1]] = body[2]
+            if body[1] in self._awaiting:  # a spawn may be answered twice: by the child, and by
+                self._replies[body[1]] = body[2]  # the agent when the child died at birth
         elif op == P.KILL:
             self._killed = body[1]
         elif op == P.DEMONITOR:
@@ -338,11 +348,15 @@ class Runtime:
     def _await_reply(self, tag: int) -> Any:
         deadline = time.monotonic() + REQUEST_TIMEOUT
         replies = self._replies
-        while tag not in replies:
-            frame = self._next_frame(deadline)
-            if frame is None:
-                raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s")
-            self._handle(frame)
+        self._awaiting.add(tag)
+        try:
+            while tag not in replies:
+                frame = self._next_frame(deadline)
+                if frame is None:
+                    raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s")
+                self._handle(frame)
+        finally:
+            self._awaiting.discard(tag)
         return replies.pop(tag)
 
     # ----------------------------------------------------------------- node tables
@@ -543,10 +557,11 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def run_spawned(node: NodeContext, proc_id: int, funcref: list, args_bytes: bytes) -> Any:
+def run_spawned(node: NodeContext, proc_id: int, spawn_request: list) -> Any:
     """Run a spawned process's function in this (new) OS process; return its exit reason."""
+    funcref, args_bytes, spawner_id, tag = spawn_request
     set_node(node)
-    rt = Runtime.for_spawned(node, proc_id)
+    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag)
     _tls.rt = rt
     try:
         func = load_function(funcref)
