@@ -10,11 +10,21 @@
     print(otp.receive(match=otp.Down))     # Down(ref=..., pid=..., reason='normal')
 """
 from otp.errors import DecodeError, ExitError, NodeError, NoProc, OtpError, Timeout
-from otp.node import Node, node
-from otp.process import (demonitor, exit, is_alive, link, monitor, os_pid, receive, register,
-                         registered, self, send, spawn, spawn_link, spawn_monitor, trap_exit,
-                         unlink, unregister, whereis)
+from otp.process import (demonitor, exit, is_alive, link, monitor, node, os_pid, receive,
+                         register, registered, self, send, spawn, spawn_link, spawn_monitor,
+                         trap_exit, unlink, unregister, whereis)
 from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
+
+
+
+def __getattr__(name: str):
+    # Node pulls in what only a program that starts a node needs (psutil, subprocess...): the
+    # zygote, which every process is forked from, stays lean without it.
+    if name == "Node":
+        from otp.local_node import Node
+        return Node
+    raise AttributeError(f"module 'otp' has no attribute {name!r}")
+
 
 __all__ = [
     # processes

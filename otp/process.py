@@ -71,8 +71,6 @@ _node: NodeContext | None = None
 _tls = threading.local()
 _runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
 _attach_lock = threading.Lock()
-start_implicit_node: Callable[[], None] | None = None
-"""Set by ``otp.node``: starts the implicit local node on first use."""
 
 
 class Runtime:
@@ -488,8 +486,7 @@ def current() -> Runtime:
         if _node is None or _node.os_pid != os.getpid():
             if _node is not None:
                 raise NodeError("otp cannot be used in a process forked outside otp; spawn one instead")
-            if start_implicit_node is None:
-                raise NodeError("no otp node is running")
+            from otp.local_node import start_implicit_node  # only a program that embeds otp needs it
             start_implicit_node()
         node = _node
     rt = Runtime.attach(node)
@@ -604,6 +601,11 @@ def spawn_monitor(func: Callable, *args: Any) -> tuple[Pid, Ref]:
 def self() -> Pid:
     """The pid of the calling process."""
     return current().pid
+
+
+def node() -> str:
+    """The name of the node of the calling process (``nonode@nohost`` for an unnamed node)."""
+    return current().node.name
 
 
 def send(dest: Any, msg: Any) -> None:

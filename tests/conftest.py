@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 import otp
-from otp.node import RUNDIR_PREFIX
+from otp.local_node import RUNDIR_PREFIX
 
 
 def _leftovers() -> tuple[list, list]:

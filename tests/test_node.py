@@ -15,7 +15,7 @@ import zmq
 
 import otp
 from otp import protocol
-from otp.node import RUNDIR_PREFIX, remove_stale_rundirs
+from otp.local_node import RUNDIR_PREFIX, remove_stale_rundirs
 from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

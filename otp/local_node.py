@@ -1,4 +1,4 @@
-"""The node: a named runtime made of a node agent, its zygote and the processes they spawn.
+"""The node running in this program: a named runtime made of a node agent, its zygote and the processes they spawn.
 
     with otp.Node("node_a") as node:       # the calling thread is a process of the node
         pid = otp.spawn(worker.main)
@@ -40,11 +40,6 @@ _OWNER_FILE = "owner"
 
 _lock = threading.RLock()
 _running: "Node | None" = None
-
-
-def node() -> str:
-    """The name of the node of the calling process (``nonode@nohost`` for an unnamed node)."""
-    return process.current().node.name
 
 
 def running_node() -> "Node | None":
@@ -228,9 +223,7 @@ def remove_stale_rundirs() -> list[str]:
     return removed
 
 
-def _start_implicit_node() -> None:
+def start_implicit_node() -> None:
+    """Start the unnamed node a program gets on its first use of otp, stopped at exit."""
     implicit = Node().start()
     atexit.register(implicit.stop)
-
-
-process.start_implicit_node = _start_implicit_node
