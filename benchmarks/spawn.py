@@ -72,7 +72,7 @@ def mp_idle_uss(method: str) -> float:
 def run() -> None:
     times: dict[str, list[list[float]]] = {name: [] for name in SPAWNS}
     uss: dict[str, list[float]] = {name: [] for name in SPAWNS}
-    with otp.Node("bench"):
+    with otp.Node("bench", preload=["benchmarks.procs"]):
         for _ in range(REPETITIONS):
             times["otp"].append(otp_spawn_times(SPAWNS["otp"]))
             uss["otp"].append(otp_idle_uss())

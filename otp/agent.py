@@ -141,7 +141,10 @@ class Agent:
         }
 
     def _on_zygote(self) -> None:
-        data = self.zygote.recv(1 << 20)
+        try:
+            data = self.zygote.recv(1 << 20)
+        except ConnectionError:
+            data = b""
         if not data:
             if not self.stopping:
                 log.error("the fork server of node %s died: stopping the node", self.name)
@@ -459,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rundir", required=True)
     parser.add_argument("--parent-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--preload", action="append", default=[])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.path[:] = json.loads(os.environ.get("OTP_SYS_PATH", "[]")) or sys.path
@@ -469,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         agent_end.close()
         os.close(args.parent_fd)
         os.close(args.ready_fd)
-        forkserver.serve(zygote_end, args.name, args.creation, args.rundir)
+        forkserver.serve(zygote_end, args.name, args.creation, args.rundir, args.preload)
     zygote_end.close()
     agent = Agent(args.name, args.creation, args.rundir, zygote_pid, agent_end, args.parent_fd)
     os.write(args.ready_fd, f"ready {zygote_pid}\n".encode())

@@ -12,6 +12,8 @@ then a codec list (``protocol.Z_*``).
 from __future__ import annotations
 
 import ctypes
+import gc
+import importlib
 import os
 import random
 import select
@@ -71,8 +73,19 @@ class FrameReader:
         return frames
 
 
-def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str) -> NoReturn:
-    """The zygote's loop; runs in the process the agent forked, until told to stop."""
+WARM_PROCESSES = int(os.environ.get("OTP_WARM_PROCESSES", "1"))
+"""Processes the zygote keeps forked ahead, their ZeroMQ context already up, waiting for work."""
+
+
+def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preload: list[str]) -> NoReturn:
+    """The zygote's loop; runs in the process the agent forked, until told to stop.
+
+    ``preload`` names modules to import once here, so that processes running their functions
+    find them loaded. A spawn takes a *warm* process: one forked ahead of need that has already made its ZeroMQ
+    context and connected to the agent, and now waits on a pipe for its process id and
+    function. The zygote then forks the next warm process while the new one runs, so a spawn
+    pays neither the fork nor the ZeroMQ set-up.
+    """
     die_with_parent()
     zygote_pid = os.getpid()
     wake_r, wake_w = os.pipe()
@@ -80,8 +93,55 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str) -> NoR
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    children: dict[int, tuple[int, int]] = {}   # os pid -> (process id, reason pipe read end)
+    for module in preload:
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # a broken module must not take the node down
+            sys.stderr.write(f"otp zygote: cannot preload {module}: {exc!r}\n")
+    # Children share the zygote's memory copy-on-write: keep their garbage collector off the
+    # zygote's objects, or its first collection would copy every page that holds one.
+    gc.freeze()
+    children: dict[int, list] = {}      # os pid -> [process id or None while warm, reason pipe]
+    warm: list[tuple[int, int]] = []    # (os pid, assignment pipe write end), oldest first
     reader = FrameReader()
+    node = (node_name, creation, rundir)
+
+    def fork_warm() -> None:
+        reason_r, reason_w = os.pipe()
+        assign_r, assign_w = os.pipe()
+        try:
+            os_pid = os.fork()
+        except OSError as exc:
+            for fd in (reason_r, reason_w, assign_r, assign_w):
+                os.close(fd)
+            raise exc
+        if os_pid == 0:
+            try:
+                _warm_child(zygote_pid, reason_w, assign_r, node)
+            finally:
+                os._exit(70)
+        os.close(reason_w)
+        os.close(assign_r)
+        os.set_blocking(reason_r, False)
+        children[os_pid] = [None, reason_r]
+        warm.append((os_pid, assign_w))
+
+    def spawn(proc_id: int, payload: bytes) -> None:
+        try:
+            if not warm:
+                fork_warm()
+        except OSError as exc:
+            send_frame(ctl, [P.Z_FORK_FAILED, proc_id, str(exc)])
+            return
+        os_pid, assign_w = warm.pop(0)
+        children[os_pid][0] = proc_id
+        assignment = codec.encode([proc_id, payload])
+        try:
+            os.write(assign_w, _LENGTH.pack(len(assignment)) + assignment)
+        except OSError:
+            pass  # it died while warm: its death is reported as this process's
+        os.close(assign_w)
+        send_frame(ctl, [P.Z_FORKED, proc_id, os_pid])
 
     def reap() -> None:
         while children:
@@ -95,6 +155,14 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str) -> NoR
             if entry is None:
                 continue
             proc_id, reason_fd = entry
+            if proc_id is None:  # a warm process died unused
+                os.close(reason_fd)
+                for i, (warm_pid, assign_w) in enumerate(warm):
+                    if warm_pid == os_pid:
+                        os.close(assign_w)
+                        del warm[i]
+                        break
+                continue
             send_frame(ctl, [P.Z_EXITED, proc_id, os_pid, status, _read_reason(reason_fd)])
 
     def stop() -> NoReturn:
@@ -108,29 +176,8 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str) -> NoR
                 os_pid, _ = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            entry = children.pop(os_pid, None)
-            if entry:
-                os.close(entry[1])
+            children.pop(os_pid, None)
         os._exit(0)
-
-    def fork(proc_id: int, payload: bytes) -> None:
-        reason_r, reason_w = os.pipe()
-        try:
-            os_pid = os.fork()
-        except OSError as exc:
-            os.close(reason_r)
-            os.close(reason_w)
-            send_frame(ctl, [P.Z_FORK_FAILED, proc_id, str(exc)])
-            return
-        if os_pid == 0:
-            try:
-                _child(zygote_pid, reason_w, node_name, creation, rundir, proc_id, payload)
-            finally:
-                os._exit(70)
-        os.close(reason_w)
-        os.set_blocking(reason_r, False)
-        children[os_pid] = (proc_id, reason_r)
-        send_frame(ctl, [P.Z_FORKED, proc_id, os_pid])
 
     while True:
         try:
@@ -146,9 +193,15 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str) -> NoR
                 stop()  # the agent is gone
             for op, *args in reader.feed(data):
                 if op == P.Z_SPAWN:
-                    fork(*args)
+                    spawn(*args)
                 elif op == P.Z_STOP:
                     stop()
+        while len(warm) < WARM_PROCESSES:
+            try:
+                fork_warm()
+            except OSError as exc:
+                sys.stderr.write(f"otp zygote: cannot fork a warm process: {exc}\n")
+                break
 
 
 def _read_reason(fd: int) -> bytes:
@@ -170,24 +223,48 @@ def _read_reason(fd: int) -> bytes:
     return data[4:]
 
 
-def _child(zygote_pid: int, reason_w: int, node_name: str, creation: int, rundir: str,
-           proc_id: int, payload: bytes) -> NoReturn:
-    """A new process: shed the zygote's state, run the function, report the reason, exit."""
+def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, int, str]) -> NoReturn:
+    """A warm process: shed the zygote's state, make a ZeroMQ context and connect to the agent,
+    then wait for an assignment; run it, report the exit reason, exit."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     die_with_parent()
     if os.getppid() != zygote_pid:
         os._exit(1)  # the zygote died while we were born
-    os.closerange(3, reason_w)
-    os.closerange(reason_w + 1, 1 << 20)
+    low, high = sorted((reason_w, assign_r))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, 1 << 20)
     random.seed()
-    node = process.NodeContext(node_name, creation, rundir, zmq.Context(), os.getpid())
-    reason = process.run_spawned(node, proc_id, codec.decode(payload))
+    node_name, creation, rundir = node
+    ctx = zmq.Context()
+    agent = process.connect_agent(ctx, rundir)
+    header = _read_exactly(assign_r, _LENGTH.size)
+    if header is None:
+        os._exit(0)  # the zygote stopped before it needed us
+    assignment = _read_exactly(assign_r, _LENGTH.unpack(header)[0])
+    os.close(assign_r)
+    if assignment is None:
+        os._exit(0)
+    proc_id, payload = codec.decode(assignment)
+    context = process.NodeContext(node_name, creation, rundir, ctx, os.getpid())
+    reason = process.run_spawned(context, proc_id, codec.decode(payload), agent)
     sys.stdout.flush()
     sys.stderr.flush()
     data = _encode_reason(reason)
     os.write(reason_w, _LENGTH.pack(len(data)) + data)
     os._exit(0)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _encode_reason(reason: Any) -> bytes:

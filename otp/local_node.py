@@ -50,7 +50,11 @@ def running_node() -> "Node | None":
 class Node:
     """A running otp node; use it as a context manager, or ``start()`` and ``stop()`` it."""
 
-    def __init__(self, name: str | None = None, cookie: str | None = None, broker: str | None = None) -> None:
+    def __init__(self, name: str | None = None, cookie: str | None = None, broker: str | None = None,
+                 preload: list[str] | tuple[str, ...] = ()) -> None:
+        """``preload`` names modules the node's zygote imports once at start, so that the
+        processes that run their functions start without importing them (as multiprocessing's
+        ``set_forkserver_preload``). Their import must start no thread and no ZeroMQ context."""
         if broker is not None:
             raise NodeError("joining a broker is not available yet: run an unnamed or local node")
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
@@ -60,6 +64,7 @@ class Node:
         else:
             self.name = name if "@" in name else f"{name}@{socket.gethostname()}"
         self.cookie = cookie
+        self.preload = list(preload)
         self.rundir: str | None = None
         self.creation = secrets.randbits(31)
         self._agent: subprocess.Popen | None = None
@@ -103,6 +108,8 @@ class Node:
         env = dict(os.environ, OTP_SYS_PATH=json.dumps([p or os.getcwd() for p in sys.path]))
         cmd = [sys.executable, "-m", "otp.agent", "--name", self.name, "--creation", str(self.creation),
                "--rundir", self.rundir, "--parent-fd", str(liveness_r), "--ready-fd", str(ready_w)]
+        for module in self.preload:
+            cmd += ["--preload", module]
         try:
             self._agent = subprocess.Popen(cmd, pass_fds=(liveness_r, ready_w), env=env,
                                            stdin=subprocess.DEVNULL, start_new_session=True)

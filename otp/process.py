@@ -76,7 +76,8 @@ _attach_lock = threading.Lock()
 class Runtime:
     """One process: its pid, mailbox socket, save queue, peer sockets and agent link."""
 
-    def __init__(self, node: NodeContext, mailbox_name: str | int, embedded: bool) -> None:
+    def __init__(self, node: NodeContext, mailbox_name: str | int, embedded: bool,
+                 agent: zmq.Socket | None = None) -> None:
         self.node = node
         self.embedded = embedded
         self.id = -1
@@ -92,9 +93,7 @@ class Runtime:
         self._sock.bind(P.endpoint(node.rundir, mailbox_name))
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
-        self._agent = ctx.socket(zmq.PUSH)
-        self._agent.setsockopt(zmq.LINGER, PEER_LINGER_MS)
-        self._agent.connect(P.endpoint(node.rundir, P.AGENT_ENDPOINT))
+        self._agent = agent if agent is not None else connect_agent(ctx, node.rundir)
         self._peers: dict[int, zmq.Socket] = {}
         self._mailbox = Mailbox()
         self._replies: dict[int, Any] = {}
@@ -109,13 +108,14 @@ class Runtime:
     # ----------------------------------------------------------------- creation
 
     @classmethod
-    def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int) -> "Runtime":
+    def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int,
+                    agent: zmq.Socket) -> "Runtime":
         """The runtime of a process the node spawned, with the id the agent gave it.
 
         Once its mailbox is bound, it tells the agent, and its spawner directly (the spawner
         waits for that to return the pid, so that the pid can be sent to at once).
         """
-        rt = cls(node, proc_id, embedded=False)
+        rt = cls(node, proc_id, embedded=False, agent=agent)
         rt._set_id(proc_id)
         rt._to_agent([P.STARTED, proc_id])
         rt._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
@@ -554,11 +554,19 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def run_spawned(node: NodeContext, proc_id: int, spawn_request: list) -> Any:
+def connect_agent(ctx: zmq.Context, rundir: str) -> zmq.Socket:
+    """A socket to the node agent of the run directory."""
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, PEER_LINGER_MS)
+    sock.connect(P.endpoint(rundir, P.AGENT_ENDPOINT))
+    return sock
+
+
+def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, agent: zmq.Socket) -> Any:
     """Run a spawned process's function in this (new) OS process; return its exit reason."""
     funcref, args_bytes, spawner_id, tag = spawn_request
     set_node(node)
-    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag)
+    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag, agent)
     _tls.rt = rt
     try:
         func = load_function(funcref)
