@@ -157,6 +157,10 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preloa
             proc_id, reason_fd = entry
             if proc_id is None:  # a warm process died unused
                 os.close(reason_fd)
+                try:
+                    os.unlink(os.path.join(rundir, warm_mailbox_name(os_pid)))
+                except FileNotFoundError:
+                    pass
                 for i, (warm_pid, assign_w) in enumerate(warm):
                     if warm_pid == os_pid:
                         os.close(assign_w)
@@ -223,6 +227,10 @@ def _read_reason(fd: int) -> bytes:
     return data[4:]
 
 
+def warm_mailbox_name(os_pid: int) -> str:
+    return f"w{os_pid}"
+
+
 def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, int, str]) -> NoReturn:
     """A warm process: shed the zygote's state, make a ZeroMQ context and connect to the agent,
     then wait for an assignment; run it, report the exit reason, exit."""
@@ -239,6 +247,10 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     node_name, creation, rundir = node
     ctx = zmq.Context()
     agent = process.connect_agent(ctx, rundir)
+    # The mailbox is bound ahead too, under a name of its own; the assignment renames the
+    # socket file to the process id's endpoint (peers connect by path, so the socket is theirs).
+    warm_path = os.path.join(rundir, warm_mailbox_name(os.getpid()))
+    mailbox = process.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
     header = _read_exactly(assign_r, _LENGTH.size)
     if header is None:
         os._exit(0)  # the zygote stopped before it needed us
@@ -247,8 +259,9 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     if assignment is None:
         os._exit(0)
     proc_id, payload = codec.decode(assignment)
+    os.rename(warm_path, os.path.join(rundir, str(proc_id)))
     context = process.NodeContext(node_name, creation, rundir, ctx, os.getpid())
-    reason = process.run_spawned(context, proc_id, codec.decode(payload), agent)
+    reason = process.run_spawned(context, proc_id, codec.decode(payload), mailbox, agent)
     sys.stdout.flush()
     sys.stderr.flush()
     data = _encode_reason(reason)

@@ -76,24 +76,16 @@ _attach_lock = threading.Lock()
 class Runtime:
     """One process: its pid, mailbox socket, save queue, peer sockets and agent link."""
 
-    def __init__(self, node: NodeContext, mailbox_name: str | int, embedded: bool,
+    def __init__(self, node: NodeContext, mailbox: zmq.Socket, embedded: bool,
                  agent: zmq.Socket | None = None) -> None:
         self.node = node
         self.embedded = embedded
         self.id = -1
         self.pid: Pid | None = None
-        ctx = node.ctx
-        self._sock = ctx.socket(zmq.PULL)
-        # LINGER 0 here would drop what a peer sent just before it exited (ZeroMQ terminates a
-        # disconnected peer's pipe without delay when the receiving socket does not linger).
-        self._sock.setsockopt(zmq.LINGER, 1000)
-        # ZeroMQ drops what a peer sent before exiting if the receiving pipe was full when it
-        # disconnected: a mailbox holds up to MAILBOX_CAPACITY messages before senders wait.
-        self._sock.setsockopt(zmq.RCVHWM, MAILBOX_CAPACITY)
-        self._sock.bind(P.endpoint(node.rundir, mailbox_name))
+        self._sock = mailbox
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
-        self._agent = agent if agent is not None else connect_agent(ctx, node.rundir)
+        self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
         self._peers: dict[int, zmq.Socket] = {}
         self._mailbox = Mailbox()
         self._replies: dict[int, Any] = {}
@@ -109,13 +101,13 @@ class Runtime:
 
     @classmethod
     def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int,
-                    agent: zmq.Socket) -> "Runtime":
-        """The runtime of a process the node spawned, with the id the agent gave it.
+                    mailbox: zmq.Socket, agent: zmq.Socket) -> "Runtime":
+        """The runtime of a process the node spawned, its mailbox bound at its id's endpoint.
 
-        Once its mailbox is bound, it tells the agent, and its spawner directly (the spawner
-        waits for that to return the pid, so that the pid can be sent to at once).
+        It tells the agent, and its spawner directly (the spawner waits for that to return the
+        pid, so that the pid can be sent to at once).
         """
-        rt = cls(node, proc_id, embedded=False, agent=agent)
+        rt = cls(node, mailbox, embedded=False, agent=agent)
         rt._set_id(proc_id)
         rt._to_agent([P.STARTED, proc_id])
         rt._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
@@ -125,7 +117,7 @@ class Runtime:
     def attach(cls, node: NodeContext) -> "Runtime":
         """Make the calling thread of an embedding program a process of the node."""
         token = f"t{os.getpid()}-{threading.get_ident()}-{next(_attach_serials)}"
-        rt = cls(node, token, embedded=True)
+        rt = cls(node, bind_mailbox(node.ctx, node.rundir, token), embedded=True)
         tag = next(rt._serials)
         rt._to_agent([P.ATTACH, -1, tag, token, os.getpid()])
         proc_id = rt._await_reply(tag)
@@ -554,6 +546,19 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def bind_mailbox(ctx: zmq.Context, rundir: str, name: str | int) -> zmq.Socket:
+    """A mailbox socket bound at the endpoint ``name`` of the run directory."""
+    sock = ctx.socket(zmq.PULL)
+    # LINGER 0 here would drop what a peer sent just before it exited (ZeroMQ terminates a
+    # disconnected peer's pipe without delay when the receiving socket does not linger).
+    sock.setsockopt(zmq.LINGER, 1000)
+    # ZeroMQ drops what a peer sent before exiting if the receiving pipe was full when it
+    # disconnected: a mailbox holds up to MAILBOX_CAPACITY messages before senders wait.
+    sock.setsockopt(zmq.RCVHWM, MAILBOX_CAPACITY)
+    sock.bind(P.endpoint(rundir, name))
+    return sock
+
+
 def connect_agent(ctx: zmq.Context, rundir: str) -> zmq.Socket:
     """A socket to the node agent of the run directory."""
     sock = ctx.socket(zmq.PUSH)
@@ -562,11 +567,12 @@ def connect_agent(ctx: zmq.Context, rundir: str) -> zmq.Socket:
     return sock
 
 
-def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, agent: zmq.Socket) -> Any:
+def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: zmq.Socket,
+                agent: zmq.Socket) -> Any:
     """Run a spawned process's function in this (new) OS process; return its exit reason."""
     funcref, args_bytes, spawner_id, tag = spawn_request
     set_node(node)
-    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag, agent)
+    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag, mailbox, agent)
     _tls.rt = rt
     try:
         func = load_function(funcref)
