@@ -19,12 +19,15 @@ IDLE = 5
 
 
 def otp_spawn_times(count: int) -> list[float]:
+    """Each spawn timed alone: the next starts once the previous process is gone, as with the
+    multiprocessing peers, whose ``join`` waits for the exit."""
     me, times = otp.self(), []
     for _ in range(count):
         start = time.perf_counter()
-        otp.spawn(procs.send_back, me)
+        _, ref = otp.spawn_monitor(procs.send_back, me)
         otp.receive(match=lambda m: m == "up", timeout=30)
         times.append(time.perf_counter() - start)
+        otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=30)
     return times
 
 

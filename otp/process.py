@@ -136,8 +136,10 @@ class Runtime:
         self.closed = True
         if self.embedded and self.id >= 0 and reason is not None:
             self._to_agent([P.DETACH, self.id, reason])
-        for sock in self._peers.values():
-            sock.close(linger=PEER_LINGER_MS if linger else 0)
+        for proc_id, sock in self._peers.items():
+            # Linger only for live peers: what waits for a dead one would hold the exit up.
+            alive = linger and os.path.exists(f"{self.node.rundir}/{proc_id}")
+            sock.close(linger=PEER_LINGER_MS if alive else 0)
         self._peers.clear()
         self._sock.close()
         self._agent.close(linger=PEER_LINGER_MS if linger else 0)
@@ -171,9 +173,12 @@ class Runtime:
         peers = self._peers
         if len(peers) >= PEER_CACHE_SIZE:
             peers.pop(next(iter(peers))).close(linger=PEER_LINGER_MS)
+        # Without ZMQ_IMMEDIATE the first frames queue while the connection is made, so a send
+        # never waits for a handshake. Frames to a peer that died queue up to the high-water
+        # mark; past it the slow path finds the mailbox gone and drops them with the socket.
         sock = self.node.ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.IMMEDIATE, 1)      # never queue for a peer that is not there
         sock.setsockopt(zmq.LINGER, PEER_LINGER_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
         sock.connect(P.endpoint(self.node.rundir, proc_id))
         peers[proc_id] = sock
         return sock
