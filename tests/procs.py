@@ -94,3 +94,13 @@ def register_self_and_wait(parent, name):
     otp.register(name, otp.self())
     otp.send(parent, ("registered", otp.self()))
     otp.receive()
+
+
+def threads_are_processes_too(parent):
+    """In a spawned process, a second thread that uses otp is a process of its own."""
+    import threading
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(otp.self()))
+    thread.start()
+    thread.join()
+    otp.send(parent, ("pids", otp.self(), seen[0]))
