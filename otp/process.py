@@ -33,6 +33,9 @@ from otp.mailbox import NOTHING, Mailbox, as_predicate
 from otp.signals import exception_reason
 from otp.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref
 
+if zmq.zmq_version_info() < (4, 3, 5):  # pragma: no cover - pyzmq wheels bundle a newer one
+    raise ImportError(f"otp needs libzmq >= 4.3.5, found {zmq.zmq_version()}")
+
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
 _send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
