@@ -142,6 +142,7 @@ class Node:
             self._stopping = True
             os.write(self._stop_w, b"x")
             self._watcher.join()
+            all_closed = process.end_runtimes("shutdown")
             process.set_node(None)
             if self._agent.poll() is None:
                 sock = self._ctx.socket(zmq.PUSH)
@@ -154,7 +155,10 @@ class Node:
                     log.error("the agent of node %s did not stop in %.0f s: killing it", self.name, AGENT_STOP_TIMEOUT)
                     self._agent.kill()
                     self._agent.wait()
-            self._ctx.destroy(linger=0)
+            if all_closed:
+                self._ctx.destroy(linger=0)
+            else:  # other threads close their own sockets when they next run; then it ends
+                threading.Thread(target=self._ctx.term, name="otp-context-term", daemon=True).start()
             for fd in (self._liveness_w, self._stop_r, self._stop_w):
                 os.close(fd)
             shutil.rmtree(self.rundir, ignore_errors=True)
@@ -179,13 +183,7 @@ class Node:
         node_context = process._node
         if node_context is not None:
             node_context.alive = False
-        frame = P.CONTROL_PREFIX + codec.encode([P.KILL, "noconnection"])
-        for rt in list(process._runtimes):
-            if rt.embedded and rt.id >= 0 and not rt.closed:
-                sock = self._ctx.socket(zmq.PUSH)
-                sock.connect(P.endpoint(self.rundir, rt.id))
-                sock.send(frame, zmq.NOBLOCK)
-                sock.close(linger=500)
+        process.end_runtimes("noconnection")
 
     def __repr__(self) -> str:
         return f"<otp.Node {self.name} rundir={self.rundir}>"

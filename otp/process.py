@@ -83,6 +83,7 @@ class Runtime:
                  agent: zmq.Socket | None = None) -> None:
         self.node = node
         self.embedded = embedded
+        self.thread = threading.get_ident()
         self.id = -1
         self.pid: Pid | None = None
         self._sock = mailbox
@@ -495,12 +496,32 @@ def current() -> Runtime:
 
 
 def set_node(node: NodeContext | None) -> None:
-    """Install (or with None, tear down) this OS process's node context; closes old runtimes."""
+    """Install this OS process's node context (None when its node stops)."""
     global _node
-    if node is None:
-        for rt in list(_runtimes):
-            rt.close(reason=None, linger=False)
     _node = node
+
+
+def end_runtimes(reason: Any) -> bool:
+    """The node is going away: close the calling thread's process, and tell every other
+    thread's process to exit with ``reason`` (its thread raises ``ExitError`` and closes its own
+    sockets: ZeroMQ sockets must not be closed from another thread).
+
+    Returns whether every runtime is closed, so that the context may be destroyed at once.
+    """
+    node, me = _node, threading.get_ident()
+    others = [rt for rt in list(_runtimes) if not rt.closed and rt.thread != me]
+    for rt in list(_runtimes):
+        if not rt.closed and rt.thread == me:
+            rt.close(reason=None, linger=False)
+    if node is not None and others:
+        frame = P.CONTROL_PREFIX + codec.encode([P.KILL, reason])
+        for rt in others:
+            if rt.embedded and rt.id >= 0:
+                sock = node.ctx.socket(zmq.PUSH)
+                sock.connect(P.endpoint(node.rundir, rt.id))
+                sock.send(frame, zmq.NOBLOCK)
+                sock.close(linger=500)
+    return not others
 
 
 def function_reference(func: Callable) -> list:

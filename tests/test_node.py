@@ -127,3 +127,24 @@ def test_a_malformed_signal_frame_among_good_ones_is_dropped(node):
     otp.exit(trapper, "are you there")
     assert otp.receive(timeout=10) == ("got", otp.Exit(otp.self(), "are you there"))
     otp.exit(trapper, "kill")
+
+
+def test_stopping_the_node_wakes_a_thread_blocked_in_receive():
+    import threading
+    outcome = []
+    ready = threading.Event()
+
+    def blocked():
+        otp.self()
+        ready.set()
+        try:
+            otp.receive()
+        except otp.ExitError as exc:
+            outcome.append(exc.reason)
+
+    with otp.Node():
+        thread = threading.Thread(target=blocked)
+        thread.start()
+        assert ready.wait(10)
+    thread.join(10)
+    assert outcome == ["shutdown"]
