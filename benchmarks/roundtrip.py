@@ -5,7 +5,6 @@ Target (issue 2): otp p50 <= 1.3x raw pyzmq+msgpack DEALER/ROUTER over ipc.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 import tempfile
 import time

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import zmq
 
 from otp import codec
-from otp import process
+from otp import runtime
 from otp import protocol as P
 
 _LENGTH = struct.Struct(">I")
@@ -246,11 +246,11 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     random.seed()
     node_name, creation, rundir = node
     ctx = zmq.Context()
-    agent = process.connect_agent(ctx, rundir)
+    agent = runtime.connect_agent(ctx, rundir)
     # The mailbox is bound ahead too, under a name of its own; the assignment renames the
     # socket file to the process id's endpoint (peers connect by path, so the socket is theirs).
     warm_path = os.path.join(rundir, warm_mailbox_name(os.getpid()))
-    mailbox = process.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
+    mailbox = runtime.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
     header = _read_exactly(assign_r, _LENGTH.size)
     if header is None:
         os._exit(0)  # the zygote stopped before it needed us
@@ -260,8 +260,8 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
         os._exit(0)
     proc_id, payload = codec.decode(assignment)
     os.rename(warm_path, os.path.join(rundir, str(proc_id)))
-    context = process.NodeContext(node_name, creation, rundir, ctx, os.getpid())
-    reason = process.run_spawned(context, proc_id, codec.decode(payload), mailbox, agent)
+    context = runtime.NodeContext(node_name, creation, rundir, ctx, os.getpid())
+    reason = runtime.run_spawned(context, proc_id, codec.decode(payload), mailbox, agent)
     sys.stdout.flush()
     sys.stderr.flush()
     data = _encode_reason(reason)

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import zmq
 
-from otp import codec, process
+from otp import codec, runtime
 from otp import protocol as P
 from otp.errors import NodeError
 
@@ -98,7 +98,7 @@ class Node:
                 shutil.rmtree(self.rundir, ignore_errors=True)
                 raise
             self._ctx = zmq.Context()
-            process.set_node(process.NodeContext(self.name, self.creation, self.rundir, self._ctx, os.getpid()))
+            runtime.set_node(runtime.NodeContext(self.name, self.creation, self.rundir, self._ctx, os.getpid()))
             _running = self
         return self
 
@@ -142,8 +142,8 @@ class Node:
             self._stopping = True
             os.write(self._stop_w, b"x")
             self._watcher.join()
-            all_closed = process.end_runtimes("shutdown")
-            process.set_node(None)
+            all_closed = runtime.end_runtimes("shutdown")
+            runtime.set_node(None)
             if self._agent.poll() is None:
                 sock = self._ctx.socket(zmq.PUSH)
                 sock.connect(P.endpoint(self.rundir, P.AGENT_ENDPOINT))
@@ -180,10 +180,10 @@ class Node:
         if self._stop_r in readable:
             return
         log.error("the agent of node %s died: its processes are gone", self.name)
-        node_context = process._node
+        node_context = runtime._node
         if node_context is not None:
             node_context.alive = False
-        process.end_runtimes("noconnection")
+        runtime.end_runtimes("noconnection")
 
     def __repr__(self) -> str:
         return f"<otp.Node {self.name} rundir={self.rundir}>"

@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import psutil
-import pytest
 
 import otp
 from tests import procs
@@ -70,8 +69,8 @@ def test_threads_of_a_spawned_process_are_processes_too(node):
 
 
 def test_a_process_that_cannot_import_its_function_exits_with_the_import_error(node):
-    from otp import codec, process, protocol
-    rt = process.current()
+    from otp import codec, protocol, runtime
+    rt = runtime.current()
     ref = rt.make_ref()
     # A raw spawn request naming a module this machine lacks, as a peer node might send.
     rt._request(protocol.SPAWN, ["tests.no_such_module", None, "func"], codec.encode(()), False, ref)

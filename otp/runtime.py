@@ -1,0 +1,574 @@
+"""The runtime inside every otp process: its mailbox, its peers, its agent link.
+
+Every process is an OS process spawned by its node, except the threads of a program that
+embeds otp: each such thread that calls otp becomes a process of the node on first use (its
+``Runtime`` attaches to the node agent). A process owns one mailbox socket (a PULL bound on an
+ipc endpoint of the node's run directory); peers send to it directly over cached PUSH sockets,
+so two processes talk without a hop through the agent. Everything that needs the node's tables
+(spawn, links, monitors, names, exit signals) is a frame to the agent.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import zmq
+
+from otp import codec
+from otp import protocol as P
+from otp.errors import DecodeError, ExitError, NodeError, NoProc, Timeout
+from otp.funcref import function_reference, load_function
+from otp.mailbox import NOTHING, Mailbox, as_predicate
+from otp.signals import exception_reason
+from otp.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref
+
+if zmq.zmq_version_info() < (4, 3, 5):  # pragma: no cover - pyzmq wheels bundle a newer one
+    raise ImportError(f"otp needs libzmq >= 4.3.5, found {zmq.zmq_version()}")
+
+log = logging.getLogger(__name__)
+_EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
+_send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
+_RUNTIME_BYTE = bytes([P.RUNTIME])
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds to wait for the node agent to answer a request before declaring the node gone."""
+PEER_CACHE_SIZE = 1024
+"""Sockets to other processes kept open per process; the oldest is closed past this."""
+SEND_BLOCKED_TIMEOUT = 10.0
+"""Seconds a send waits on a live peer whose queue is full before the message is dropped."""
+PEER_LINGER_MS = 1000
+"""How long a closing process keeps trying to deliver what it already sent."""
+MAILBOX_CAPACITY = 1_000_000
+"""Messages a mailbox socket takes in before senders must wait (Erlang's are unbounded)."""
+SPIN_SECONDS = float(os.environ.get("OTP_SPIN_US", "20")) / 1e6
+"""How long a receive polls without blocking before it sleeps: a wake-up costs more than this."""
+
+
+@dataclass
+class NodeContext:
+    """What a process needs to know of its node: names, run directory, ZeroMQ context."""
+
+    name: str
+    creation: int
+    rundir: str
+    ctx: zmq.Context
+    os_pid: int
+    alive: bool = True
+
+    def is_local(self, pid: Pid) -> bool:
+        return pid.node == self.name and pid.creation == self.creation
+
+
+_node: NodeContext | None = None
+_tls = threading.local()
+_runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+_attach_lock = threading.Lock()
+
+
+class Runtime:
+    """One process: its pid, mailbox socket, save queue, peer sockets and agent link."""
+
+    def __init__(self, node: NodeContext, mailbox: zmq.Socket, embedded: bool,
+                 agent: zmq.Socket | None = None) -> None:
+        self.node = node
+        self.embedded = embedded
+        self.thread = threading.get_ident()
+        self.id = -1
+        self.pid: Pid | None = None
+        self._sock = mailbox
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
+        self._peers: dict[int, zmq.Socket] = {}
+        self._mailbox = Mailbox()
+        self._replies: dict[int, Any] = {}
+        self._awaiting: set[int] = set()
+        self._cancelled_monitors: set[Ref] = set()
+        self._serials = itertools.count(1)
+        self._trapping = False
+        self._killed: Any = None
+        self.closed = False
+        _runtimes.add(self)
+
+    # ----------------------------------------------------------------- creation
+
+    @classmethod
+    def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int,
+                    mailbox: zmq.Socket, agent: zmq.Socket) -> "Runtime":
+        """The runtime of a process the node spawned, its mailbox bound at its id's endpoint.
+
+        It tells the agent, and its spawner directly (the spawner waits for that to return the
+        pid, so that the pid can be sent to at once).
+        """
+        rt = cls(node, mailbox, embedded=False, agent=agent)
+        rt._set_id(proc_id)
+        rt._to_agent([P.STARTED, proc_id])
+        rt._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
+        return rt
+
+    @classmethod
+    def attach(cls, node: NodeContext) -> "Runtime":
+        """Make the calling thread of an embedding program a process of the node."""
+        token = f"t{os.getpid()}-{threading.get_ident()}-{next(_attach_serials)}"
+        rt = cls(node, bind_mailbox(node.ctx, node.rundir, token), embedded=True)
+        tag = next(rt._serials)
+        rt._to_agent([P.ATTACH, -1, tag, token, os.getpid()])
+        proc_id = rt._await_reply(tag)
+        rt._sock.bind(P.endpoint(node.rundir, proc_id))
+        rt._set_id(proc_id)
+        return rt
+
+    def _set_id(self, proc_id: int) -> None:
+        self.id = proc_id
+        self.pid = Pid(self.node.name, proc_id, self.node.creation)
+
+    def close(self, reason: Any = NORMAL, linger: bool = True) -> None:
+        """Close every socket of this process; an embedded one tells the agent it ended."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.embedded and self.id >= 0 and reason is not None:
+            self._to_agent([P.DETACH, self.id, reason])
+        for proc_id, sock in self._peers.items():
+            # Linger only for live peers: what waits for a dead one would hold the exit up.
+            alive = linger and os.path.exists(f"{self.node.rundir}/{proc_id}")
+            sock.close(linger=PEER_LINGER_MS if alive else 0)
+        self._peers.clear()
+        self._sock.close()
+        self._agent.close(linger=PEER_LINGER_MS if linger else 0)
+        if getattr(_tls, "rt", None) is self:
+            _tls.rt = None
+
+    # ----------------------------------------------------------------- sending
+
+    def send(self, dest: Any, msg: Any) -> None:
+        frame = codec.encode(msg)
+        pid = dest if type(dest) is Pid else self._resolve_name(dest)
+        if pid is None:
+            return
+        if not self.node.is_local(pid):
+            return  # another node or an old run of this one: dropped, as Erlang does
+        if pid.id == self.id:
+            self._mailbox.put(codec.decode(frame))
+            return
+        self._deliver(pid.id, frame)
+
+    def _deliver(self, proc_id: int, frame: bytes) -> None:
+        sock = self._peers.get(proc_id)
+        if sock is None:
+            sock = self._connect(proc_id)
+        try:
+            _send(sock, frame, _NOBLOCK)
+        except zmq.Again:
+            self._send_when_ready(proc_id, sock, frame)
+
+    def _connect(self, proc_id: int) -> zmq.Socket:
+        peers = self._peers
+        if len(peers) >= PEER_CACHE_SIZE:
+            peers.pop(next(iter(peers))).close(linger=PEER_LINGER_MS)
+        # Without ZMQ_IMMEDIATE the first frames queue while the connection is made, so a send
+        # never waits for a handshake. Frames to a peer that died queue up to the high-water
+        # mark; past it the slow path finds the mailbox gone and drops them with the socket.
+        sock = self.node.ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, PEER_LINGER_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        sock.connect(P.endpoint(self.node.rundir, proc_id))
+        peers[proc_id] = sock
+        return sock
+
+    def _send_when_ready(self, proc_id: int, sock: zmq.Socket, frame: bytes) -> None:
+        """Slow path: a new connection still being made, a full queue, or a dead peer."""
+        path = f"{self.node.rundir}/{proc_id}"
+        deadline = time.monotonic() + SEND_BLOCKED_TIMEOUT
+        while True:
+            if not os.path.exists(path):
+                self._forget_peer(proc_id)  # the process is gone: the message is dropped
+                return
+            if sock.poll(50, zmq.POLLOUT):
+                try:
+                    sock.send(frame, zmq.NOBLOCK)
+                    return
+                except zmq.Again:
+                    continue
+            if time.monotonic() > deadline:
+                log.warning("message to %r dropped: its mailbox stayed full for %.0f s",
+                            Pid(self.node.name, proc_id, self.node.creation), SEND_BLOCKED_TIMEOUT)
+                return
+
+    def _forget_peer(self, proc_id: int) -> None:
+        sock = self._peers.pop(proc_id, None)
+        if sock is not None:
+            sock.close(linger=0)
+
+    def _resolve_name(self, dest: Any) -> Pid | None:
+        if type(dest) is str:
+            pid = self.whereis(dest)
+        elif type(dest) is tuple and len(dest) == 2 and type(dest[0]) is str and type(dest[1]) is str:
+            name, node = dest
+            if name == "global":
+                raise NoProc(dest)  # no global name exists until the node joins a cluster
+            if node != self.node.name:
+                return None  # a name on another node: dropped until the node is connected
+            pid = self.whereis(name)
+        else:
+            raise TypeError(f"send needs a Pid, a name, (name, node) or ('global', name); got {dest!r}")
+        if pid is None:
+            raise NoProc(dest)
+        return pid
+
+    def _to_agent(self, request: list) -> None:
+        self._agent.send(codec.encode(request))
+
+    # ----------------------------------------------------------------- receiving
+
+    def receive(self, match: Any = None, timeout: float | str | None = None) -> Any:
+        if match is None and timeout is None:
+            return self._receive_any()
+        predicate = as_predicate(match)
+        if timeout == "infinity":
+            timeout = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        box = self._mailbox
+        start = 0
+        while True:
+            msg, start = box.take(predicate, start)
+            if msg is not NOTHING:
+                return msg
+            frame = self._next_frame(deadline)
+            if frame is None:
+                raise Timeout(f"no matching message within {timeout} s")
+            self._handle(frame)
+
+    def _receive_any(self) -> Any:
+        """The fast path of ``receive()``: the oldest message, waiting as long as it takes."""
+        box = self._mailbox
+        while True:
+            if box:
+                return box.take(None, 0)[0]
+            frame = self._next_frame(None)
+            if frame[:1] != _RUNTIME_BYTE:
+                try:
+                    return codec.decode(frame)
+                except DecodeError as exc:
+                    log.warning("malformed frame dropped by %r: %s", self.pid, exc)
+            else:
+                self._handle(frame)
+
+    def _next_frame(self, deadline: float | None) -> bytes | None:
+        """The next frame, or None once the deadline has passed."""
+        sock = self._sock
+        try:
+            return sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        if SPIN_SECONDS > 0 and (deadline is None or deadline - time.monotonic() > SPIN_SECONDS):
+            spin_until = time.perf_counter() + SPIN_SECONDS
+            while time.perf_counter() < spin_until:
+                if sock.getsockopt(_EVENTS) & _POLLIN:
+                    return sock.recv(zmq.NOBLOCK)
+        if deadline is None:
+            return sock.recv()
+        remaining = deadline - time.monotonic()
+        if remaining > 0 and self._poller.poll(remaining * 1000):
+            return sock.recv(zmq.NOBLOCK)
+        return None
+
+    def _handle(self, frame: bytes) -> None:
+        try:
+            if frame[:1] != _RUNTIME_BYTE:
+                self._mailbox.put(codec.decode(frame))
+            elif frame[1:2] == b"s":
+                self._on_signals([codec.decode(frame[2:])])
+            elif frame[1:2] == b"c":
+                self._on_control(codec.decode(frame[2:]))
+            else:
+                log.warning("runtime frame of unknown kind %r dropped by %r", frame[1:2], self.pid)
+        except DecodeError as exc:
+            log.warning("malformed frame dropped by %r: %s", self.pid, exc)
+        if self._killed is not None:
+            self._die(self._killed)
+
+    def _on_signals(self, signals: list) -> None:
+        # What a dead process sent before dying may still wait in the socket: take it first, so
+        # the news of its death does not overtake its last messages.
+        while True:
+            try:
+                frame = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if frame[:2] == P.SIGNAL_PREFIX:
+                try:
+                    signals.append(codec.decode(frame[2:]))
+                except DecodeError as exc:
+                    log.warning("malformed frame dropped by %r: %s", self.pid, exc)
+            else:
+                self._handle(frame)
+        for sig in signals:
+            if type(sig) is Down and sig.ref in self._cancelled_monitors:
+                continue
+            if type(sig) in (Down, Exit) and type(sig.pid) is Pid:
+                self._forget_peer(sig.pid.id)
+            self._mailbox.put(sig)
+
+    def _on_control(self, body: list) -> None:
+        op = body[0]
+        if op == P.REPLY:
+            if body[1] in self._awaiting:  # a spawn may be answered twice: by the child, and by
+                self._replies[body[1]] = body[2]  # the agent when the child died at birth
+        elif op == P.KILL:
+            self._killed = body[1]
+        elif op == P.DEMONITOR:
+            self._cancelled_monitors.discard(body[1])
+        else:
+            log.warning("unknown control op %r dropped by %r", op, self.pid)
+
+    def _die(self, reason: Any) -> None:
+        """Exit this process with ``reason`` (an exit signal or ``exit(self(), reason)``)."""
+        if self.embedded:
+            self.close(reason=None if self._killed is not None else reason)
+        raise ExitError(reason)
+
+    def _request(self, op: str, *args: Any) -> Any:
+        tag = next(self._serials)
+        self._to_agent([op, self.id, tag, *args])
+        return self._await_reply(tag)
+
+    def _await_reply(self, tag: int) -> Any:
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        replies = self._replies
+        self._awaiting.add(tag)
+        try:
+            while tag not in replies:
+                frame = self._next_frame(deadline)
+                if frame is None:
+                    raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s")
+                self._handle(frame)
+        finally:
+            self._awaiting.discard(tag)
+        return replies.pop(tag)
+
+    # ----------------------------------------------------------------- node tables
+
+    def spawn(self, func: Callable, args: tuple, link: bool, monitor: bool) -> tuple[Pid, Ref | None]:
+        funcref = function_reference(func)
+        args_bytes = codec.encode(tuple(args))
+        ref = self.make_ref() if monitor else None
+        proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref)
+        return Pid(self.node.name, proc_id, self.node.creation), ref
+
+    def make_ref(self) -> Ref:
+        return Ref(self.node.name, self.node.creation, self.id, next(self._serials))
+
+    def link(self, pid: Pid) -> None:
+        _check_pid(pid)
+        if pid == self.pid:
+            return
+        if self.node.is_local(pid):
+            # The agent answers "noproc" only to a caller that does not trap exits; one that
+            # does gets Exit(pid, "noproc") as a message instead.
+            if self._request(P.LINK, pid.id) != NOPROC:
+                return
+        elif self._trapping:
+            self._mailbox.put(Exit(pid, NOPROC))
+            return
+        raise NoProc(pid)
+
+    def unlink(self, pid: Pid) -> None:
+        _check_pid(pid)
+        if self.node.is_local(pid) and pid != self.pid:
+            self._to_agent([P.UNLINK, self.id, pid.id])
+
+    def monitor(self, target: Any) -> Ref:
+        ref = self.make_ref()
+        if type(target) is Pid:
+            if self.node.is_local(target):
+                self._to_agent([P.MONITOR, self.id, ref, target.id])
+            else:
+                self._mailbox.put(Down(ref, target, NOPROC))
+        elif type(target) is str:
+            self._to_agent([P.MONITOR, self.id, ref, target])
+        else:
+            raise TypeError(f"monitor needs a Pid or a registered name; got {target!r}")
+        return ref
+
+    def demonitor(self, ref: Ref, flush: bool) -> None:
+        if type(ref) is not Ref:
+            raise TypeError(f"demonitor needs a Ref; got {ref!r}")
+        # A Down may already be on its way: it is dropped until the agent confirms.
+        self._cancelled_monitors.add(ref)
+        self._to_agent([P.DEMONITOR, self.id, ref])
+        if flush:
+            self._mailbox.remove_if(lambda m: type(m) is Down and m.ref == ref)
+
+    def exit(self, pid: Pid, reason: Any) -> None:
+        _check_pid(pid)
+        if pid == self.pid:
+            if self._trapping and reason != KILL:
+                self._mailbox.put(Exit(pid, reason))
+                return
+            self._die(KILLED if reason == KILL else reason)
+        if self.node.is_local(pid):
+            self._to_agent([P.EXIT, self.id, pid.id, reason])
+
+    def trap_exit(self, flag: bool) -> bool:
+        old, self._trapping = self._trapping, bool(flag)
+        if old != self._trapping:
+            self._to_agent([P.TRAP_EXIT, self.id, self._trapping])
+        return old
+
+    def register(self, name: str, pid: Pid) -> None:
+        _check_name(name)
+        _check_pid(pid)
+        if not self.node.is_local(pid):
+            raise ValueError(f"cannot register {name!r}: {pid!r} is not a process of this node")
+        error = self._request(P.REGISTER, name, pid.id)
+        if error is not None:
+            raise ValueError(error)
+
+    def unregister(self, name: str) -> None:
+        _check_name(name)
+        error = self._request(P.UNREGISTER, name)
+        if error is not None:
+            raise ValueError(error)
+
+    def whereis(self, name: str) -> Pid | None:
+        _check_name(name)
+        proc_id = self._request(P.WHEREIS, name)
+        return None if proc_id is None else Pid(self.node.name, proc_id, self.node.creation)
+
+    def registered(self) -> list[str]:
+        return self._request(P.REGISTERED)
+
+    def is_alive(self, pid: Pid) -> bool:
+        _check_pid(pid)
+        return self.node.is_local(pid) and self._request(P.IS_ALIVE, pid.id)
+
+    def os_pid(self, pid: Pid) -> int | None:
+        _check_pid(pid)
+        if pid == self.pid:
+            return os.getpid()
+        return self._request(P.OS_PID, pid.id) if self.node.is_local(pid) else None
+
+
+_attach_serials = itertools.count(1)
+
+
+def _check_pid(pid: Any) -> None:
+    if type(pid) is not Pid:
+        raise TypeError(f"expected a Pid; got {pid!r}")
+
+
+def _check_name(name: Any) -> None:
+    if type(name) is not str or not name:
+        raise TypeError(f"a registered name is a non-empty str; got {name!r}")
+
+
+# --------------------------------------------------------------------- the current process
+
+def current() -> Runtime:
+    """The runtime of the calling thread, attaching it to the node (or starting one) if needed."""
+    rt = getattr(_tls, "rt", None)
+    if rt is not None and not rt.closed:
+        return rt
+    with _attach_lock:
+        if _node is not None and not _node.alive:
+            raise NodeError(f"node {_node.name} is down: its agent died")
+        if _node is None or _node.os_pid != os.getpid():
+            if _node is not None:
+                raise NodeError("otp cannot be used in a process forked outside otp; spawn one instead")
+            from otp.local_node import start_implicit_node  # only a program that embeds otp needs it
+            start_implicit_node()
+        node = _node
+    rt = Runtime.attach(node)
+    _tls.rt = rt
+    return rt
+
+
+def set_node(node: NodeContext | None) -> None:
+    """Install this OS process's node context (None when its node stops)."""
+    global _node
+    _node = node
+
+
+def end_runtimes(reason: Any) -> bool:
+    """The node is going away: close the calling thread's process, and tell every other
+    thread's process to exit with ``reason`` (its thread raises ``ExitError`` and closes its own
+    sockets: ZeroMQ sockets must not be closed from another thread).
+
+    Returns whether every runtime is closed, so that the context may be destroyed at once.
+    """
+    node, me = _node, threading.get_ident()
+    others = [rt for rt in list(_runtimes) if not rt.closed and rt.thread != me]
+    for rt in list(_runtimes):
+        if not rt.closed and rt.thread == me:
+            rt.close(reason=None, linger=False)
+    if node is not None and others:
+        frame = P.CONTROL_PREFIX + codec.encode([P.KILL, reason])
+        for rt in others:
+            if rt.embedded and rt.id >= 0:
+                sock = node.ctx.socket(zmq.PUSH)
+                sock.connect(P.endpoint(node.rundir, rt.id))
+                sock.send(frame, zmq.NOBLOCK)
+                sock.close(linger=500)
+    return not others
+
+
+def _forget_after_fork() -> None:
+    # A forked child must never touch its parent's ZeroMQ context or sockets.
+    global _tls
+    _tls = threading.local()
+    _runtimes.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def bind_mailbox(ctx: zmq.Context, rundir: str, name: str | int) -> zmq.Socket:
+    """A mailbox socket bound at the endpoint ``name`` of the run directory."""
+    sock = ctx.socket(zmq.PULL)
+    # LINGER 0 here would drop what a peer sent just before it exited (ZeroMQ terminates a
+    # disconnected peer's pipe without delay when the receiving socket does not linger).
+    sock.setsockopt(zmq.LINGER, 1000)
+    # ZeroMQ drops what a peer sent before exiting if the receiving pipe was full when it
+    # disconnected: a mailbox holds up to MAILBOX_CAPACITY messages before senders wait.
+    sock.setsockopt(zmq.RCVHWM, MAILBOX_CAPACITY)
+    sock.bind(P.endpoint(rundir, name))
+    return sock
+
+
+def connect_agent(ctx: zmq.Context, rundir: str) -> zmq.Socket:
+    """A socket to the node agent of the run directory."""
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, PEER_LINGER_MS)
+    sock.connect(P.endpoint(rundir, P.AGENT_ENDPOINT))
+    return sock
+
+
+def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: zmq.Socket,
+                agent: zmq.Socket) -> Any:
+    """Run a spawned process's function in this (new) OS process; return its exit reason."""
+    funcref, args_bytes, spawner_id, tag = spawn_request
+    set_node(node)
+    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag, mailbox, agent)
+    _tls.rt = rt
+    try:
+        func = load_function(funcref)
+        func(*codec.decode(args_bytes))
+        reason: Any = NORMAL
+    except ExitError as exc:
+        reason = exc.reason
+    except SystemExit as exc:
+        code = exc.code
+        reason = NORMAL if code in (None, 0) else ("exit_code", code if type(code) is int else 1)
+    except BaseException as exc:  # the process crashed: its reason says how, and where
+        reason = exception_reason(exc)
+        log.error("process %r (%s) crashed:\n%s", rt.pid, funcref[2], reason[3])
+    rt.close(reason)
+    node.ctx.term()
+    return reason
