@@ -43,7 +43,6 @@ class Proc:
     endpoint: str                  # where the agent reaches its mailbox
     embedded: bool = False         # a thread of the embedding program
     os_pid: int | None = None
-    started: bool = False
     spawner: tuple[int, int] | None = None   # (process id, request tag) awaiting the new pid
     trap_exit: bool = False
     name: str | None = None
@@ -229,17 +228,19 @@ class Agent:
 
     def on_started(self, proc_id: int) -> None:
         proc = self.procs.get(proc_id)
-        if proc is not None:  # the new process told its spawner itself
-            proc.started = True
-            proc.spawner = None
+        if proc is not None:
+            self._announce_spawned(proc)
 
     def _announce_spawned(self, proc: Proc) -> None:
-        """Answer the spawner of a process that died before it could (a spawn always returns)."""
-        if not proc.started:
-            proc.started = True
-            if proc.spawner is not None:
-                self._reply(*proc.spawner, proc.id)
-                proc.spawner = None
+        """Answer the spawner with the new pid, once the process's mailbox is bound or it died.
+
+        The process answers its spawner directly too, and that answer is usually first; but a
+        process that dies at once (``os._exit``) may take it down unsent. The spawner takes the
+        first answer and drops the other, so a spawn always returns, even a dead process's pid.
+        """
+        if proc.spawner is not None:
+            self._reply(*proc.spawner, proc.id)
+            proc.spawner = None
 
     def on_exited(self, proc_id: int, os_pid: int, status: int, reason_bytes: bytes) -> None:
         proc = self.procs.get(proc_id)
@@ -253,12 +254,12 @@ class Agent:
                 log.warning("process %d reported a malformed exit reason: %s", proc_id, exc)
         if reason is None:
             reason = proc.kill_reason if proc.kill_reason is not None else reason_from_wait_status(status)
-        self._announce_spawned(proc)  # a spawn always returns a pid, even of a process already dead
+        self._announce_spawned(proc)
         self._finalize(proc, reason)
 
     def on_attach(self, _sender: int, tag: int, token: str, os_pid: int) -> None:
         proc_id = next(self.ids)
-        proc = Proc(proc_id, token, embedded=True, os_pid=os_pid, started=True)
+        proc = Proc(proc_id, token, embedded=True, os_pid=os_pid)
         self.procs[proc_id] = proc
         self._send(proc, P.CONTROL_PREFIX, [P.REPLY, tag, proc_id])
 

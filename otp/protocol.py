@@ -26,7 +26,7 @@ REPLY = "reply"          # [REPLY, tag, value]
 KILL = "kill"            # [KILL, reason]: an embedded process must exit (it cannot be SIGKILLed)
 
 # ops to the agent: [op, sender_id, ...]
-SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref -> reply id (sent by the child)
+SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref -> reply id (by child and agent)
 STARTED = "started"      # (from a new process once its mailbox is bound and its spawner told)
 ATTACH = "attach"        # tag, token, os_pid -> reply id (a thread of an embedding program)
 DETACH = "detach"        # reason (that thread's process ends)

@@ -319,8 +319,8 @@ class Runtime:
     def _on_control(self, body: list) -> None:
         op = body[0]
         if op == P.REPLY:
-            if body[1] in self._awaiting:  # a spawn may be answered twice: by the child, and by
-                self._replies[body[1]] = body[2]  # the agent when the child died at birth
+            if body[1] in self._awaiting:  # a spawn is answered twice (by the child and by the
+                self._replies[body[1]] = body[2]  # agent): the first answer counts
         elif op == P.KILL:
             self._killed = body[1]
         elif op == P.DEMONITOR:
