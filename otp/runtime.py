@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
 _send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
 _RUNTIME_BYTE = bytes([P.RUNTIME])
+_CONTROL_ARITY = {P.REPLY: 3, P.KILL: 2, P.DEMONITOR: 2}
 
 REQUEST_TIMEOUT = 10.0
 """Seconds to wait for the node agent to answer a request before declaring the node gone."""
@@ -316,7 +317,10 @@ class Runtime:
                 self._forget_peer(sig.pid.id)
             self._mailbox.put(sig)
 
-    def _on_control(self, body: list) -> None:
+    def _on_control(self, body: Any) -> None:
+        if type(body) is not list or not body or (body[0] in _CONTROL_ARITY and len(body) != _CONTROL_ARITY[body[0]]):
+            log.warning("malformed control frame dropped by %r: %.80r", self.pid, body)
+            return
         op = body[0]
         if op == P.REPLY:
             if body[1] in self._awaiting:  # a spawn is answered twice (by the child and by the

@@ -104,3 +104,11 @@ def threads_are_processes_too(parent):
     thread.start()
     thread.join()
     otp.send(parent, ("pids", otp.self(), seen[0]))
+
+
+def tagged_echo():
+    """Answer ("echo", sender, payload) messages; leave any other message alone."""
+    while True:
+        _, sender, payload = otp.receive(
+            match=lambda m: type(m) is tuple and len(m) == 3 and m[0] == "echo" and type(m[1]) is otp.Pid)
+        otp.send(sender, payload)

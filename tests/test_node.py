@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import zmq
 
 import otp
-from otp import protocol
+from otp import codec, protocol, runtime
 from otp.local_node import RUNDIR_PREFIX, remove_stale_rundirs
 from tests import procs
 
@@ -42,21 +43,45 @@ def test_only_one_node_runs_per_program():
             otp.Node().start()
 
 
-def test_malformed_frames_are_dropped_and_the_receiver_keeps_serving(node):
+JUNK = [b"", b"\xc1", b"\xc1s\x92", b"\xc1c\x90", b"\xc1c\x01", b"\xc1c\x92\xa5reply\x01", b"\xc1z",
+        b"\x92", b"\xff" * 64, b"\xc7\x01\x63\x00"]
+
+
+def test_malformed_frames_are_dropped_and_a_process_keeps_serving(node):
     pid = otp.spawn(procs.echo)
-    otp.send(pid, (otp.self(), "warm"))
-    assert otp.receive(timeout=10) == "warm"
-    ctx = zmq.Context.instance()
-    for target in (str(pid.id), protocol.AGENT_ENDPOINT):
-        sock = ctx.socket(zmq.PUSH)
-        sock.connect(protocol.endpoint(node.rundir, target))
-        for junk in (b"", b"\xc1", b"\xc1s\x92", b"\xc1c\x90", b"\xc1z", b"\x92", b"\xff" * 64):
-            sock.send(junk)
-        sock.close(linger=1000)
-    otp.send(pid, (otp.self(), "still serving"))
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.connect(protocol.endpoint(node.rundir, pid.id))
+    for junk in JUNK:
+        sock.send(junk)
+    sock.send(codec.encode((otp.self(), "still serving")))  # after the junk, on the same connection
+    sock.close(linger=1000)
     assert otp.receive(timeout=10) == "still serving"
-    assert otp.whereis("nobody") is None  # the agent still answers
     otp.send(pid, "stop")
+
+
+def test_random_frames_never_crash_a_process(node):
+    rng = random.Random(7)
+    prefixes = [b"", b"\xc1s", b"\xc1c", b"\x93", b"\xc7"]
+    pid, ref = otp.spawn_monitor(procs.tagged_echo)
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.connect(protocol.endpoint(node.rundir, pid.id))
+    for _ in range(2000):
+        sock.send(rng.choice(prefixes) + rng.randbytes(rng.randrange(0, 40)))
+    sock.send(codec.encode(("echo", otp.self(), "survived")))
+    sock.close(linger=1000)
+    assert otp.receive(match=lambda m: m == "survived" or isinstance(m, otp.Down), timeout=20) == "survived"
+    otp.exit(pid, "kill")
+
+
+def test_malformed_requests_are_dropped_and_the_agent_keeps_serving(node):
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.connect(protocol.endpoint(node.rundir, protocol.AGENT_ENDPOINT))
+    for junk in JUNK + [codec.encode(["no_such_op", 1]), codec.encode([protocol.LINK]), codec.encode(7)]:
+        sock.send(junk)
+    ref = runtime.current().make_ref()
+    sock.send(codec.encode([protocol.MONITOR, otp.self().id, ref, "nobody"]))  # same connection
+    sock.close(linger=1000)
+    assert otp.receive(timeout=10) == otp.Down(ref, ("nobody", otp.node()), "noproc")
 
 
 def _start_embedding_program(depth=3):
