@@ -54,19 +54,24 @@ def _raw_client(endpoint: str, count: int, out) -> None:
     out.send(times[WARMUP:])
 
 
+def _server_and_client(server: tuple, client: tuple) -> list[float]:
+    """Run a peer server and a timing client, each a forked process; return the client's times."""
+    server_proc = _fork.Process(target=server[0], args=server[1:])
+    server_proc.start()
+    receiver, sender = _fork.Pipe(duplex=False)
+    client_proc = _fork.Process(target=client[0], args=(*client[1:], sender))
+    client_proc.start()
+    times = receiver.recv()
+    client_proc.join()
+    server_proc.join()
+    return times
+
+
 def raw_zmq_roundtrip(count: int) -> list[float]:
     rundir = tempfile.mkdtemp(prefix="bench-")
     endpoint = f"ipc://{rundir}/server"
     try:
-        server = _fork.Process(target=_raw_server, args=(endpoint,))
-        server.start()
-        receiver, sender = _fork.Pipe(duplex=False)
-        client = _fork.Process(target=_raw_client, args=(endpoint, count, sender))
-        client.start()
-        times = receiver.recv()
-        client.join()
-        server.join()
-        return times
+        return _server_and_client((_raw_server, endpoint), (_raw_client, endpoint, count))
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
 
@@ -93,15 +98,7 @@ def _pipe_client(conn, count: int, out) -> None:
 
 def pipe_roundtrip(count: int) -> list[float]:
     a, b = _fork.Pipe()
-    server = _fork.Process(target=_pipe_server, args=(b,))
-    server.start()
-    receiver, sender = _fork.Pipe(duplex=False)
-    client = _fork.Process(target=_pipe_client, args=(a, count, sender))
-    client.start()
-    times = receiver.recv()
-    client.join()
-    server.join()
-    return times
+    return _server_and_client((_pipe_server, b), (_pipe_client, a, count))
 
 
 def run() -> None:
