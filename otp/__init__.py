@@ -9,7 +9,9 @@
     print(otp.receive(timeout=5))          # ('hello', <nonode@nohost.2>)
     print(otp.receive(match=otp.Down))     # Down(ref=..., pid=..., reason='normal')
 """
-from otp.errors import DecodeError, ExitError, NodeError, NoProc, OtpError, Timeout
+from otp.errors import (AlreadyStarted, CallTimeout, DecodeError, ExitError, NodeError, NoProc, OtpError,
+                        StartError, Stop, Timeout)
+from otp.gen_server import IGNORE, NOREPLY, GenServer, call, cast, reply, stop
 from otp.process import (demonitor, exit, is_alive, link, monitor, node, os_pid, receive,
                          register, registered, self, send, spawn, spawn_link, spawn_monitor,
                          trap_exit, unlink, unregister, whereis)
@@ -31,10 +33,13 @@ __all__ = [
     "spawn", "spawn_link", "spawn_monitor", "self", "send", "receive", "link", "unlink",
     "monitor", "demonitor", "exit", "trap_exit", "register", "unregister", "whereis",
     "registered", "is_alive", "os_pid",
+    # gen_server
+    "GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE",
     # terms
     "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
     # nodes
     "Node", "node",
     # errors
-    "OtpError", "NoProc", "ExitError", "Timeout", "NodeError", "DecodeError",
+    "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
+    "NodeError", "DecodeError",
 ]

@@ -39,8 +39,55 @@ class ExitError(OtpError):
         return f"process exited: {self.reason!r}"
 
 
-class Timeout(OtpError):
+class Timeout(OtpError, TimeoutError):
     """Raised by ``otp.receive`` when no matching message arrives within its timeout."""
+
+
+class CallTimeout(Timeout):
+    """Raised by ``otp.call`` (and ``otp.stop``) when no answer comes within the timeout.
+
+    A reply that comes later is dropped: it never reaches the caller's mailbox.
+    """
+
+
+class StartError(OtpError):
+    """Raised when a server does not start: ``reason`` as Erlang's ``{error, Reason}``.
+
+    The reason is what ``init`` stopped with (``otp.Stop(reason)``), its exception as
+    ``("exception", type, message, traceback)``, or ``"timeout"``.
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"server did not start: {self.reason!r}"
+
+
+class AlreadyStarted(StartError):
+    """Raised when a server's name is taken; ``pid`` is the process that holds it."""
+
+    def __init__(self, pid: Any) -> None:
+        super().__init__(("already_started", pid))
+        self.pid = pid
+
+
+_NO_REPLY = object()
+
+
+class Stop(OtpError):
+    """Return or raise it from a GenServer callback to stop the server with ``reason``.
+
+    From ``handle_call``, ``reply=`` answers the caller once ``terminate`` has run. Raised in
+    ``init``, it makes the start fail with ``reason``.
+    """
+
+    def __init__(self, reason: Any = "normal", reply: Any = _NO_REPLY) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = None if reply is _NO_REPLY else reply
+        self.has_reply = reply is not _NO_REPLY
 
 
 class NodeError(OtpError):

@@ -72,6 +72,15 @@ _runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
 _attach_lock = threading.Lock()
 
 
+class CallDown:
+    """The answer ``await_answer`` gives when the process it waited on died first."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Any) -> None:
+        self.reason = reason
+
+
 class Runtime:
     """One process: its pid, mailbox socket, save queue, peer sockets and agent link."""
 
@@ -89,7 +98,7 @@ class Runtime:
         self._peers: dict[int, zmq.Socket] = {}
         self._mailbox = Mailbox()
         self._replies: dict[int, Any] = {}
-        self._awaiting: set[int] = set()
+        self._awaiting: set[Any] = set()
         self._cancelled_monitors: set[Ref] = set()
         self._serials = itertools.count(1)
         self._trapping = False
@@ -311,8 +320,12 @@ class Runtime:
             else:
                 self._handle(frame)
         for sig in signals:
-            if type(sig) is Down and sig.ref in self._cancelled_monitors:
-                continue
+            if type(sig) is Down:
+                if sig.ref in self._awaiting:
+                    self._replies.setdefault(sig.ref, CallDown(sig.reason))
+                    continue
+                if sig.ref in self._cancelled_monitors:
+                    continue
             if type(sig) in (Down, Exit) and type(sig.pid) is Pid:
                 self._forget_peer(sig.pid.id)
             self._mailbox.put(sig)
@@ -323,8 +336,8 @@ class Runtime:
             return
         op = body[0]
         if op == P.REPLY:
-            if body[1] in self._awaiting:  # a spawn is answered twice (by the child and by the
-                self._replies[body[1]] = body[2]  # agent): the first answer counts
+            if body[1] in self._awaiting:  # the first answer counts (a spawn gets two)
+                self._replies.setdefault(body[1], body[2])
         elif op == P.KILL:
             self._killed = body[1]
         elif op == P.DEMONITOR:
@@ -344,25 +357,46 @@ class Runtime:
         return self._await_reply(tag)
 
     def _await_reply(self, tag: int) -> Any:
-        deadline = time.monotonic() + REQUEST_TIMEOUT
-        replies = self._replies
-        self._awaiting.add(tag)
         try:
-            while tag not in replies:
+            return self.await_answer(tag, REQUEST_TIMEOUT)
+        except Timeout:
+            raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s") from None
+
+    def await_answer(self, key: Any, timeout: float | None) -> Any:
+        """Wait for the answer keyed ``key``: a reply (``reply``) to it, or, when ``key`` is
+        the ref of a monitor, that monitor's ``Down``, returned as a ``CallDown``. The first
+        answer counts; one that comes once nobody waits is dropped. Raises ``Timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies = self._replies
+        self._awaiting.add(key)
+        try:
+            while key not in replies:
                 frame = self._next_frame(deadline)
                 if frame is None:
-                    raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s")
+                    raise Timeout(f"no answer within {timeout} s")
                 self._handle(frame)
         finally:
-            self._awaiting.discard(tag)
-        return replies.pop(tag)
+            self._awaiting.discard(key)
+        return replies.pop(key)
+
+    def reply(self, caller: tuple[Pid, Any], value: Any) -> None:
+        """Answer ``caller`` (a ``(pid, key)`` pair) with ``value``, for its ``await_answer``."""
+        pid, key = caller
+        frame = P.CONTROL_PREFIX + codec.encode([P.REPLY, key, value])
+        if self.node.is_local(pid):
+            if pid.id == self.id:
+                self._handle(frame)
+            else:
+                self._deliver(pid.id, frame)
 
     # ----------------------------------------------------------------- node tables
 
-    def spawn(self, func: Callable, args: tuple, link: bool, monitor: bool) -> tuple[Pid, Ref | None]:
+    def spawn(self, func: Callable, args: tuple, link: bool, monitor: bool | Ref) -> tuple[Pid, Ref | None]:
+        """Spawn ``func(*args)``; ``monitor`` may be the ref the monitor is to have."""
         funcref = function_reference(func)
         args_bytes = codec.encode(tuple(args))
-        ref = self.make_ref() if monitor else None
+        ref = monitor if type(monitor) is Ref else self.make_ref() if monitor else None
         proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref)
         return Pid(self.node.name, proc_id, self.node.creation), ref
 

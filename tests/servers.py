@@ -1,0 +1,86 @@
+"""GenServers the tests start (they must be importable, so they live here)."""
+from __future__ import annotations
+
+import os
+
+import otp
+
+
+class Echo(otp.GenServer):
+    """Replies with the request; records casts; forwards infos to a watcher."""
+
+    def init(self, watcher=None, trap=False):
+        self.watcher = watcher
+        self.casts = []
+        self.pending = None
+        if trap:
+            otp.trap_exit(True)
+
+    def handle_call(self, request, caller):
+        match request:
+            case ("echo", value):
+                return value
+            case "casts":
+                return self.casts
+            case "os_pid":
+                return os.getpid()
+            case "later":                       # answered by the next cast ("answer", value)
+                self.pending = caller
+                if self.watcher is not None:
+                    otp.send(self.watcher, ("pending", caller))
+                return otp.NOREPLY
+            case ("stop", reason, reply):
+                return otp.Stop(reason, reply=reply)
+            case ("raise_stop", reason):
+                raise otp.Stop(reason)
+            case ("crash", message):
+                raise ValueError(message)
+            case ("ask", other, value):         # a call from inside a call
+                return ("via", otp.call(other, ("echo", value)))
+            case "unencodable":
+                return object()
+            case "never":
+                if self.watcher is not None:
+                    otp.send(self.watcher, ("pending", caller))
+                return otp.NOREPLY
+        raise ValueError(f"unknown request {request!r}")
+
+    def handle_cast(self, msg):
+        match msg:
+            case ("answer", value):
+                otp.reply(self.pending, value)
+            case ("stop", reason):
+                return otp.Stop(reason)
+            case _:
+                self.casts.append(msg)
+
+    def handle_info(self, msg):
+        if self.watcher is not None:
+            otp.send(self.watcher, ("info", msg))
+
+    def terminate(self, reason):
+        if self.watcher is not None:
+            otp.send(self.watcher, ("terminate", reason))
+
+
+class InitStops(otp.GenServer):
+    def init(self, how):
+        match how:
+            case "stop":
+                raise otp.Stop("no_thanks")
+            case "return_stop":
+                return otp.Stop("no_thanks")
+            case "ignore":
+                return otp.IGNORE
+            case "crash":
+                raise RuntimeError("init failed")
+            case "hang":
+                otp.receive(match=lambda m: False)
+
+
+class BadTerminate(otp.GenServer):
+    def handle_cast(self, msg):
+        return otp.Stop("normal")
+
+    def terminate(self, reason):
+        raise KeyError("terminate failed")
