@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["roundtrip", "throughput", "spawn"]
+BENCHMARKS = ["roundtrip", "throughput", "spawn", "gen_call"]
 
 
 def main() -> None:

@@ -62,3 +62,58 @@ def mp_send_back(conn) -> None:
 def mp_idle(conn) -> None:
     conn.send("up")
     conn.recv()
+
+
+class CallServer(otp.GenServer):
+    """Replies to ("ping", n) with the request; counts casts and reports when it has them all."""
+
+    def init(self) -> None:
+        self.casts = 0
+        self.expected = None
+        self.watcher = None
+        self.started = 0.0
+
+    def handle_call(self, request, caller):
+        if request[0] == "expect":
+            _, self.expected, self.watcher = request
+            self.casts = 0
+            return "ok"
+        return request
+
+    def handle_cast(self, msg):
+        if self.casts == 0:
+            self.started = time.perf_counter()
+        self.casts += 1
+        if self.casts == self.expected:
+            otp.send(self.watcher, ("casts_done", time.perf_counter() - self.started))
+
+
+def caller(parent: otp.Pid, server: otp.Pid, count: int) -> None:
+    """Time count calls to server; send the durations (seconds) to parent."""
+    request = ("ping", 1)
+    for _ in range(50):
+        otp.call(server, request)
+    times = []
+    perf = time.perf_counter
+    for _ in range(count):
+        start = perf()
+        otp.call(server, request)
+        times.append(perf() - start)
+    otp.send(parent, ("times", times))
+
+
+def caster(server: otp.Pid, count: int) -> None:
+    msg = ("data", 1)
+    for _ in range(count):
+        otp.cast(server, msg)
+
+
+def call_loop(parent: otp.Pid, server: otp.Pid, go: otp.Ref, seconds: float) -> None:
+    """Wait for the go message, then call server for seconds; report how many calls were done."""
+    otp.receive(match=lambda m: m == go)
+    request = ("ping", 1)
+    done, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        otp.call(server, request)
+        done += 1
+    otp.send(parent, ("calls", done))

@@ -123,14 +123,11 @@ def call(server: Any, request: Any, timeout: float | str | None = DEFAULT_CALL_T
         raise ExitError("calling_self")
     if timeout == "infinity":
         timeout = None
-    ref = rt.monitor(pid)
+    key = rt.make_ref()
     try:
-        rt.send(pid, (_CALL, (rt.pid, ref), request))
-        answer = rt.await_answer(ref, timeout)
+        answer = rt.call(pid, (_CALL, (rt.pid, key), request), key, timeout)
     except Timeout:
         raise CallTimeout(f"no reply from {server!r} within {timeout} s") from None
-    finally:
-        rt.demonitor(ref, flush=False)  # a Down for an awaited ref never enters the mailbox
     if type(answer) is CallDown:
         if answer.reason == NOPROC:
             raise NoProc(server)
