@@ -290,7 +290,9 @@ def _loop(rt: Any, server: GenServer, parent: Pid) -> None:
                 elif result is not NOREPLY:
                     rt.reply(caller, result)
             elif kind == _CAST and len(msg) == 2:
-                _check_stop(server, server.handle_cast(msg[1]), msg)
+                result = server.handle_cast(msg[1])
+                if isinstance(result, Stop):
+                    raise result
             elif kind == _STOP and len(msg) == 2:
                 _terminate(server, msg[1], msg)
                 _exit(msg[1])
@@ -298,7 +300,9 @@ def _loop(rt: Any, server: GenServer, parent: Pid) -> None:
                 _terminate(server, msg.reason, msg)   # only seen when trapping exits
                 _exit(msg.reason)
             else:
-                _check_stop(server, server.handle_info(msg), msg)
+                result = server.handle_info(msg)
+                if isinstance(result, Stop):
+                    raise result
     except Stop as stop_:
         _terminate(server, stop_.reason, msg)
         if stop_.has_reply and type(msg) is tuple and msg and msg[0] == _CALL:
@@ -311,11 +315,6 @@ def _loop(rt: Any, server: GenServer, parent: Pid) -> None:
         _crash_report(server, msg, reason)
         _terminate(server, reason, msg, reported=True)
         _exit(reason)
-
-
-def _check_stop(server: GenServer, result: Any, msg: Any) -> None:
-    if isinstance(result, Stop):
-        raise result
 
 
 def _terminate(server: GenServer, reason: Any, msg: Any, reported: bool = False) -> None:
