@@ -374,16 +374,19 @@ class Runtime:
         except Timeout:
             raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s") from None
 
-    def await_answer(self, key: Any, timeout: float | None) -> Any:
+    def await_answer(self, key: Any, timeout: float | None, server_id: int | None = None) -> Any:
         """Wait for the answer keyed ``key``: a reply (``reply``) to it, or, when ``key`` is
-        the ref of a monitor, that monitor's ``Down``, returned as a ``CallDown``. The first
-        answer counts; one that comes once nobody waits is dropped. Raises ``Timeout``.
+        the ref of a monitor, that monitor's ``Down``, returned as a ``CallDown``, as is the
+        death of the watched ``server_id`` (see ``call``). The first answer counts; one that
+        comes once nobody waits is dropped. Raises ``Timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        replies = self._replies
+        replies, dead = self._replies, self._dead_servers
         self._awaiting.add(key)
         try:
             while key not in replies:
+                if server_id in dead:
+                    return CallDown(dead[server_id])
                 frame = self._next_frame(deadline)
                 if frame is None:
                     raise Timeout(f"no answer within {timeout} s")
@@ -416,20 +419,7 @@ class Runtime:
             self._call_watches[server_id] = ref
             self._watched_by_ref[ref] = server_id
         self.send(pid, message)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies, dead = self._replies, self._dead_servers
-        self._awaiting.add(key)
-        try:
-            while key not in replies:
-                if server_id in dead:
-                    return CallDown(dead[server_id])
-                frame = self._next_frame(deadline)
-                if frame is None:
-                    raise Timeout(f"no reply within {timeout} s")
-                self._handle(frame)
-        finally:
-            self._awaiting.discard(key)
-        return replies.pop(key)
+        return self.await_answer(key, timeout, server_id)
 
     def _note_dead_server(self, server_id: int, reason: Any) -> None:
         dead = self._dead_servers
