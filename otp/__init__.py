@@ -9,12 +9,15 @@
     print(otp.receive(timeout=5))          # ('hello', <nonode@nohost.2>)
     print(otp.receive(match=otp.Down))     # Down(ref=..., pid=..., reason='normal')
 """
-from otp.errors import (AlreadyStarted, CallTimeout, DecodeError, ExitError, NodeError, NoProc, OtpError,
-                        StartError, Stop, Timeout)
+from otp import supervisor
+from otp.child_spec import ChildSpec, SupFlags, child_spec
+from otp.errors import (AlreadyStarted, CallTimeout, ChildSpecError, DecodeError, ExitError, NodeError, NoProc,
+                        OtpError, StartError, Stop, SupervisorError, Timeout)
 from otp.gen_server import IGNORE, NOREPLY, GenServer, call, cast, reply, stop
 from otp.process import (demonitor, exit, is_alive, link, monitor, node, os_pid, receive,
                          register, registered, self, send, spawn, spawn_link, spawn_monitor,
                          trap_exit, unlink, unregister, whereis)
+from otp.supervisor import Supervisor
 from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
 
 
@@ -35,11 +38,13 @@ __all__ = [
     "registered", "is_alive", "os_pid",
     # gen_server
     "GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE",
+    # supervisor
+    "Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor",
     # terms
     "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
     # nodes
     "Node", "node",
     # errors
     "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
-    "NodeError", "DecodeError",
+    "ChildSpecError", "SupervisorError", "NodeError", "DecodeError",
 ]

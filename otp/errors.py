@@ -96,3 +96,22 @@ class NodeError(OtpError):
 
 class DecodeError(OtpError):
     """Raised when a frame cannot be decoded (malformed, truncated, too large, too deep)."""
+
+
+class ChildSpecError(OtpError, ValueError):
+    """Raised when a child spec or supervisor flags are invalid; names the field and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"child spec field {field!r} {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class SupervisorError(OtpError):
+    """Raised by the ``otp.supervisor`` functions when the supervisor refuses a request:
+    ``reason`` as Erlang's ``{error, Reason}`` (``"not_found"``, ``"running"``,
+    ``"already_present"``, ``("already_started", pid)``, a start failure's reason...)."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -84,3 +84,42 @@ class BadTerminate(otp.GenServer):
 
     def terminate(self, reason):
         raise KeyError("terminate failed")
+
+
+class Worker(otp.GenServer):
+    """A supervised child that announces each start to a watcher, and stops on request."""
+
+    def init(self, watcher, name):
+        self.watcher, self.name = watcher, name
+        otp.send(watcher, ("started", name, otp.self()))
+
+    def handle_call(self, request, caller):
+        return ("pong", self.name)
+
+    def handle_cast(self, msg):
+        return otp.Stop(msg)            # exit with the reason cast
+
+
+class FailingInit(otp.GenServer):
+    def init(self, watcher, name):
+        raise otp.Stop("cannot start")
+
+
+def ignores_exits(watcher, name):
+    """A child that traps exits and ignores them: only a kill stops it."""
+    otp.trap_exit(True)
+    otp.send(watcher, ("started", name, otp.self()))
+    while True:
+        otp.receive()
+
+
+class Inner(otp.Supervisor):
+    def init(self, watcher, intensity):
+        return otp.SupFlags("one_for_one", intensity=intensity, period=10), [
+            otp.child_spec("inner_worker", Worker, args=(watcher, "inner_worker"))]
+
+
+class Nested(otp.Supervisor):
+    def init(self, watcher, intensity):
+        return otp.SupFlags("one_for_one", intensity=5, period=10), [
+            otp.child_spec("inner", Inner, args=(watcher, intensity), type="supervisor")]

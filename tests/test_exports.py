@@ -7,12 +7,13 @@ PROCESS_API = {"spawn", "spawn_link", "spawn_monitor", "self", "send", "receive"
 TERMS = {"Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown"}
 NODES = {"Node", "node"}
 ERRORS = {"OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
-          "NodeError", "DecodeError"}
+          "ChildSpecError", "SupervisorError", "NodeError", "DecodeError"}
+SUPERVISOR = {"Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor"}
 GEN_SERVER = {"GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE"}
 
 
 def test_all_is_the_documented_api():
-    assert set(otp.__all__) == PROCESS_API | TERMS | NODES | ERRORS | GEN_SERVER
+    assert set(otp.__all__) == PROCESS_API | TERMS | NODES | ERRORS | GEN_SERVER | SUPERVISOR
     assert len(otp.__all__) == len(set(otp.__all__))
 
 

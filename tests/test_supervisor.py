@@ -1,0 +1,208 @@
+"""Supervisor rules against real OS processes (OTP-SEMANTICS section 3)."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import otp
+from otp import supervisor as sup_api
+from tests.servers import FailingInit, Nested, Worker, ignores_exits
+
+pytestmark = pytest.mark.usefixtures("node")
+
+
+def started(name, timeout=10):
+    msg = otp.receive(match=lambda m: type(m) is tuple and m[:2] == ("started", name), timeout=timeout)
+    return msg[2]
+
+
+def down_of(ref, timeout=10):
+    return otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=timeout)
+
+
+def workers(*names, restart="permanent", **extra):
+    return [otp.child_spec(n, Worker, args=(otp.self(), n), restart=restart, **extra) for n in names]
+
+
+def start_sup(children, strategy="one_for_one", intensity=10, period=10):
+    sup = otp.Supervisor.start_link(children, strategy=strategy, intensity=intensity, period=period)
+    return sup, {spec.id: started(spec.id) for spec in children}
+
+
+def kill(pid):
+    os.kill(otp.os_pid(pid), signal.SIGKILL)
+
+
+def assert_quiet(timeout=0.3):
+    with pytest.raises(otp.Timeout):
+        otp.receive(match=lambda m: type(m) is tuple and m[0] == "started", timeout=timeout)
+
+
+def test_children_start_in_order_and_which_children_lists_them_so():
+    sup, pids = start_sup(workers("a", "b", "c"))
+    assert [(cid, pid) for cid, pid, *_ in sup_api.which_children(sup)] == [("a", pids["a"]), ("b", pids["b"]),
+                                                                           ("c", pids["c"])]
+    assert sup_api.count_children(sup) == {"specs": 3, "active": 3, "supervisors": 0, "workers": 3}
+
+
+def test_one_for_one_restarts_only_the_failed_child():
+    sup, pids = start_sup(workers("a", "b", "c"))
+    os_pids = {k: otp.os_pid(p) for k, p in pids.items()}
+    kill(pids["b"])
+    new_b = started("b")
+    assert new_b != pids["b"] and otp.call(new_b, "ping") == ("pong", "b")
+    assert_quiet()
+    assert {k: otp.os_pid(p) for k, p in pids.items() if k != "b"} == {k: v for k, v in os_pids.items() if k != "b"}
+
+
+def test_one_for_all_restarts_every_child_in_start_order():
+    sup, pids = start_sup(workers("a", "b", "c"), strategy="one_for_all")
+    kill(pids["b"])
+    order = [otp.receive(match=lambda m: type(m) is tuple and m[0] == "started", timeout=10)[1] for _ in range(3)]
+    assert order == ["a", "b", "c"]
+    assert not any(otp.is_alive(p) for p in pids.values())
+
+
+def test_rest_for_one_restarts_the_failed_child_and_those_after_it():
+    sup, pids = start_sup(workers("a", "b", "c", "d"), strategy="rest_for_one")
+    kill(pids["b"])
+    order = [otp.receive(match=lambda m: type(m) is tuple and m[0] == "started", timeout=10)[1] for _ in range(3)]
+    assert order == ["b", "c", "d"]
+    assert otp.is_alive(pids["a"])
+    assert_quiet()
+
+
+@pytest.mark.parametrize("restart, reason, restarted", [
+    ("transient", "normal", False), ("transient", "shutdown", False), ("transient", ("shutdown", 1), False),
+    ("transient", "crash", True), ("temporary", "crash", False), ("temporary", "normal", False),
+    ("permanent", "normal", True),
+])
+def test_the_restart_type_decides_which_exits_restart(restart, reason, restarted):
+    sup, pids = start_sup(workers("w", restart=restart))
+    otp.cast(pids["w"], reason)
+    if restarted:
+        assert started("w") != pids["w"]
+    else:
+        assert_quiet()
+        remaining = [cid for cid, *_ in sup_api.which_children(sup)]
+        assert remaining == ([] if restart == "temporary" else ["w"])
+
+
+def test_the_restart_after_intensity_takes_the_supervisor_down_with_shutdown():
+    otp.trap_exit(True)
+    try:
+        sup, pids = start_sup(workers("w"), intensity=3, period=10)
+        pid = pids["w"]
+        for _ in range(3):
+            kill(pid)
+            pid = started("w")
+        kill(pid)
+        assert otp.receive(match=lambda m: isinstance(m, otp.Exit) and m.pid == sup, timeout=10).reason == "shutdown"
+    finally:
+        otp.trap_exit(False)
+
+
+def test_a_child_that_ignores_shutdown_is_killed_after_its_timeout():
+    spec = otp.child_spec("stubborn", ignores_exits, args=(otp.self(), "stubborn"), shutdown=0.3)
+    sup, pids = start_sup([spec])
+    ref = otp.monitor(pids["stubborn"])
+    sup_api.terminate_child(sup, "stubborn")
+    assert down_of(ref).reason == "killed"
+    assert sup_api.which_children(sup)[0][1] is None
+
+
+def test_brutal_kill_kills_at_once():
+    sup, pids = start_sup(workers("w", shutdown="brutal_kill"))
+    ref = otp.monitor(pids["w"])
+    sup_api.terminate_child(sup, "w")
+    assert down_of(ref).reason == "killed"
+
+
+def test_a_graceful_child_exits_with_shutdown_and_stops_in_reverse_order():
+    sup, pids = start_sup(workers("a", "b", "c"))
+    refs = {otp.monitor(p): k for k, p in pids.items()}
+    otp.unlink(sup)                       # or its "shutdown" would take this process down too
+    otp.stop(sup, "shutdown")
+    downs = [otp.receive(match=otp.Down, timeout=10) for _ in range(3)]
+    assert [refs[d.ref] for d in downs] == ["c", "b", "a"]
+    assert {d.reason for d in downs} == {"shutdown"}
+
+
+def test_escalation_through_a_nested_supervisor():
+    top = Nested.start_link(otp.self(), 1)
+    worker = started("inner_worker")
+    inner = sup_api.which_children(top)[0][1]
+    inner_ref = otp.monitor(inner)
+    kill(worker)
+    worker = started("inner_worker")
+    kill(worker)                          # the second restart within the period: inner gives up
+    assert down_of(inner_ref).reason == "shutdown"
+    started("inner_worker")               # the top supervisor restarted inner, and inner its worker
+    assert sup_api.which_children(top)[0][1] != inner
+
+
+def test_a_child_failing_at_start_makes_the_supervisor_start_fail_and_stops_the_others():
+    specs = workers("a") + [otp.child_spec("bad", FailingInit, args=(otp.self(), "bad"))]
+    with pytest.raises(otp.StartError) as info:
+        otp.Supervisor.start_link(specs)
+    assert info.value.reason == ("shutdown", ("failed_to_start_child", "bad", "cannot start"))
+
+
+def test_the_api_on_a_running_supervisor():
+    sup, pids = start_sup(workers("a"))
+    new = sup_api.start_child(sup, workers("b")[0])
+    assert started("b") == new
+    with pytest.raises(otp.SupervisorError) as info:
+        sup_api.start_child(sup, workers("b")[0])
+    assert info.value.reason == ("already_started", new)
+    with pytest.raises(otp.SupervisorError, match="running"):
+        sup_api.restart_child(sup, "b")
+    sup_api.terminate_child(sup, "b")
+    with pytest.raises(otp.SupervisorError, match="already_present"):
+        sup_api.start_child(sup, workers("b")[0])
+    restarted = sup_api.restart_child(sup, "b")
+    assert started("b") == restarted
+    sup_api.terminate_child(sup, "b")
+    sup_api.delete_child(sup, "b")
+    assert sup_api.get_childspec(sup, "a")["id"] == "a"
+    for call in (sup_api.terminate_child, sup_api.restart_child, sup_api.delete_child, sup_api.get_childspec):
+        with pytest.raises(otp.SupervisorError, match="not_found"):
+            call(sup, "nobody")
+
+
+def test_simple_one_for_one_starts_children_from_a_template():
+    template = otp.child_spec("w", Worker, args=(otp.self(),), restart="transient")
+    sup = otp.Supervisor.start_link([template], strategy="simple_one_for_one")
+    one, two = sup_api.start_child(sup, ("one",)), sup_api.start_child(sup, ("two",))
+    assert started("one") == one and started("two") == two
+    assert [pid for _, pid, *_ in sup_api.which_children(sup)] == [one, two]
+    kill(one)
+    assert started("one") != one
+    sup_api.terminate_child(sup, two)
+    assert len(sup_api.which_children(sup)) == 1
+    with pytest.raises(otp.SupervisorError, match="simple_one_for_one"):
+        sup_api.delete_child(sup, "w")
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"id": "x", "start": Worker, "colour": "red"}, "colour"),
+    ({"id": "x", "start": Worker, "restart": "sometimes"}, "restart"),
+    ({"id": "x", "start": Worker, "shutdown": -1}, "shutdown"),
+    ({"id": "x", "start": lambda: None}, "start"),
+    ({"start": Worker}, "id"),
+    ({"id": "x", "start": Worker, "type": "boss"}, "type"),
+])
+def test_an_invalid_spec_is_rejected_with_its_field_before_anything_starts(spec, field):
+    with pytest.raises(otp.ChildSpecError) as info:
+        otp.Supervisor.start_link([spec])
+    assert info.value.field == field
+
+
+def test_duplicate_ids_and_bad_flags_are_rejected():
+    with pytest.raises(otp.ChildSpecError, match="duplicate"):
+        otp.Supervisor.start_link(workers("a", "a"))
+    with pytest.raises(otp.ChildSpecError) as info:
+        otp.Supervisor.start_link(workers("a"), strategy="one_for_most")
+    assert info.value.field == "strategy"
