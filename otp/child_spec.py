@@ -20,7 +20,7 @@ CHILD_TYPES = ("worker", "supervisor")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
 DEFAULT_WORKER_SHUTDOWN = 5.0
 """Seconds a worker gets to exit after ``"shutdown"`` before it is killed (Erlang's 5000 ms)."""
-_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "modules")
+_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "modules", "name")
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,13 @@ class ChildSpec:
     shutdown: float | str = DEFAULT_WORKER_SHUTDOWN
     type: str = "worker"
     modules: tuple = field(default=())
+    name: str | None = None
 
     def to_wire(self) -> dict:
         """The spec as encodable data (the start function by reference)."""
         return {"id": self.id, "start": function_reference(self.start), "args": self.args,
                 "restart": self.restart, "shutdown": self.shutdown, "type": self.type,
-                "modules": list(self.modules)}
+                "modules": list(self.modules), "name": self.name}
 
     @classmethod
     def from_wire(cls, data: dict) -> "ChildSpec":
@@ -47,12 +48,14 @@ class ChildSpec:
 
 
 def child_spec(id: Any, start: Callable, args: tuple = (), restart: str = "permanent",
-               shutdown: float | str | None = None, type: str = "worker", modules: tuple = ()) -> ChildSpec:
+               shutdown: float | str | None = None, type: str = "worker", modules: tuple = (),
+               name: str | None = None) -> ChildSpec:
     """A validated child spec; ``ChildSpecError`` names the field and the reason.
 
     ``start`` is a GenServer or Supervisor subclass (started with ``start_link(*args)``) or an
     importable function (run with ``otp.spawn_link``). ``shutdown`` is ``"brutal_kill"``,
-    seconds, or ``"infinity"`` (the default for supervisors; 5 s for workers).
+    seconds, or ``"infinity"`` (the default for supervisors; 5 s for workers). ``name``
+    registers the child locally each time it starts.
     """
     try:
         hash(id)
@@ -77,7 +80,9 @@ def child_spec(id: Any, start: Callable, args: tuple = (), restart: str = "perma
     if not (shutdown in ("brutal_kill", "infinity")
             or (isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool) and shutdown >= 0)):
         raise ChildSpecError("shutdown", f"must be 'brutal_kill', 'infinity' or seconds >= 0; got {shutdown!r}")
-    return ChildSpec(id, start, tuple(args), restart, shutdown, type, tuple(modules) or (_name_of(start),))
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ChildSpecError("name", f"must be a non-empty str; got {name!r}")
+    return ChildSpec(id, start, tuple(args), restart, shutdown, type, tuple(modules) or (_name_of(start),), name)
 
 
 def normalize(spec: Any) -> ChildSpec:

@@ -353,11 +353,19 @@ def _start(spec: ChildSpec, args: tuple) -> Pid | None:
     """Start a child linked to the calling supervisor; ``StartError`` if it does not start."""
     start = spec.start
     if isinstance(start, type) and issubclass(start, (GenServer, Supervisor)):
-        return start.start_link(*args)
+        return start.start_link(*args, name=spec.name)
     try:
-        return process.spawn_link(start, *args)
+        pid = process.spawn_link(start, *args)
     except TypeError as exc:
         raise StartError(("bad_start", str(exc))) from None
+    if spec.name is not None:
+        try:
+            process.register(spec.name, pid)
+        except ValueError:
+            process.unlink(pid)
+            process.exit(pid, "kill")
+            raise StartError(("already_started", process.whereis(spec.name))) from None
+    return pid
 
 
 def _shutdown(child: _Child) -> None:

@@ -206,3 +206,17 @@ def test_duplicate_ids_and_bad_flags_are_rejected():
     with pytest.raises(otp.ChildSpecError) as info:
         otp.Supervisor.start_link(workers("a"), strategy="one_for_most")
     assert info.value.field == "strategy"
+
+
+def test_app_sup_from_the_article_restarts_one_child_and_leaves_the_other():
+    from workers import kv_store
+    from workers.app_sup import AppSup
+    sup = AppSup.start_link(0.05, name="app_sup")
+    kids = {cid: pid for cid, pid, *_ in sup_api.which_children(sup)}
+    assert list(kids) == ["kv_store", "kv_logger"] and otp.whereis("kv_store") == kids["kv_store"]
+    kv_store.put("k", "v")
+    ref = otp.monitor(kids["kv_logger"])
+    kill(kids["kv_logger"])
+    down_of(ref)
+    assert kv_store.get("k") == "v"                       # the store lived through it
+    assert otp.whereis("kv_store") == kids["kv_store"]
