@@ -1,0 +1,79 @@
+"""Restart latency: SIGKILL a supervised GenServer to the moment its replacement answers a
+call, vs a plain multiprocessing restart loop (watch the sentinel, start a new Process) as the
+floor. Erlang's in-VM restart (about 0.03 ms here) is the far anchor.
+
+Targets (issue 4): p50 <= 10 ms, p99 <= 30 ms.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+
+import otp
+from benchmarks import procs
+from benchmarks.common import REPETITIONS, emit, median, percentile
+
+KILLS = 200
+_fork = multiprocessing.get_context("fork")
+
+
+def otp_restart_times(kills: int) -> list[float]:
+    spec = otp.child_spec("target", procs.CallServer, name="target")
+    sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
+    times = []
+    for _ in range(kills):
+        os_pid = otp.os_pid(otp.whereis("target"))
+        start = time.perf_counter()
+        os.kill(os_pid, signal.SIGKILL)
+        while True:  # a client retrying until the replacement answers
+            try:
+                otp.call("target", ("ping", 1), timeout=5)
+                if otp.os_pid(otp.whereis("target")) != os_pid:
+                    break
+            except (otp.NoProc, otp.ExitError):
+                pass
+        times.append(time.perf_counter() - start)
+    otp.stop(sup, "shutdown")
+    return times
+
+
+def mp_restart_times(kills: int) -> list[float]:
+    times = []
+    mine, theirs = _fork.Pipe()
+    proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
+    proc.start()
+    for _ in range(kills):
+        start = time.perf_counter()
+        os.kill(proc.pid, signal.SIGKILL)
+        multiprocessing.connection.wait([proc.sentinel])
+        proc.join()
+        mine, theirs = _fork.Pipe()
+        proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
+        proc.start()
+        mine.send("ping")
+        mine.recv()
+        times.append(time.perf_counter() - start)
+    proc.kill()
+    proc.join()
+    return times
+
+
+def run() -> None:
+    ours, floor = [], []
+    with otp.Node("bench", preload=["benchmarks.procs"]):
+        for _ in range(REPETITIONS):
+            ours.append(otp_restart_times(KILLS))
+            floor.append(mp_restart_times(KILLS))
+    emit({"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS,
+          "otp_p50_ms": median(percentile(t, 0.5) for t in ours) * 1e3,
+          "otp_p99_ms": median(percentile(t, 0.99) for t in ours) * 1e3,
+          "mp_fork_restart_p50_ms": median(percentile(t, 0.5) for t in floor) * 1e3,
+          "mp_fork_restart_p99_ms": median(percentile(t, 0.99) for t in floor) * 1e3,
+          "erlang_in_vm_restart_ms": 0.03, "target_p50_ms": 10.0, "target_p99_ms": 30.0})
+
+
+if __name__ == "__main__":
+    run()
