@@ -123,3 +123,24 @@ class Nested(otp.Supervisor):
     def init(self, watcher, intensity):
         return otp.SupFlags("one_for_one", intensity=5, period=10), [
             otp.child_spec("inner", Inner, args=(watcher, intensity), type="supervisor")]
+
+
+def chaos_client(parent, names, seed):
+    """Call random named servers until told to stop; report how the calls ended."""
+    import random
+    rng = random.Random(seed)
+    outcomes = {"ok": 0, "ExitError": 0, "NoProc": 0}
+    while True:
+        try:
+            otp.receive(match=lambda m: m == "stop", timeout=0)
+            otp.send(parent, ("outcomes", outcomes))
+            return
+        except otp.Timeout:
+            pass
+        try:
+            otp.call(rng.choice(names), "ping", timeout=10)
+            outcomes["ok"] += 1
+        except otp.ExitError:
+            outcomes["ExitError"] += 1
+        except otp.NoProc:
+            outcomes["NoProc"] += 1

@@ -220,3 +220,46 @@ def test_app_sup_from_the_article_restarts_one_child_and_leaves_the_other():
     down_of(ref)
     assert kv_store.get("k") == "v"                       # the store lived through it
     assert otp.whereis("kv_store") == kids["kv_store"]
+
+
+def test_crashes_spaced_wider_than_the_period_never_escalate():
+    sup, pids = start_sup(workers("w"), intensity=1, period=1)
+    pid = pids["w"]
+    for _ in range(3):
+        kill(pid)
+        pid = started("w")
+        with pytest.raises(otp.Timeout):   # let the one-second window pass (Erlang counts whole seconds)
+            otp.receive(match=lambda m: False, timeout=2.1)
+    assert otp.is_alive(sup) and otp.call(pid, "ping") == ("pong", "w")
+
+
+@pytest.mark.timeout(120)
+def test_chaos_every_call_ends_and_all_children_come_back():
+    import random
+    from tests.servers import chaos_client
+    names = [f"w{i}" for i in range(20)]
+    specs = [otp.child_spec(n, Worker, args=(otp.self(), n), name=n) for n in names]
+    sup = otp.Supervisor.start_link(specs, intensity=10_000, period=1)
+    client = otp.spawn_link(chaos_client, otp.self(), names, 1)
+    rng = random.Random(2)
+    kills = 0
+    while kills < 200:
+        pid = otp.whereis(rng.choice(names))
+        os_pid = otp.os_pid(pid) if pid else None
+        if os_pid:
+            try:
+                os.kill(os_pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+    otp.send(client, "stop")
+    _, outcomes = otp.receive(match=lambda m: type(m) is tuple and m[0] == "outcomes", timeout=60)
+    assert outcomes["ok"] > 0 and sum(outcomes.values()) > 0
+    for name in names:               # every child is back and answers
+        while True:
+            try:
+                assert otp.call(name, "ping", timeout=10) == ("pong", name)
+                break
+            except (otp.NoProc, otp.ExitError):
+                continue
+    assert sup_api.count_children(sup)["active"] == 20
