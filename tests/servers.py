@@ -144,3 +144,15 @@ def chaos_client(parent, names, seed):
             outcomes["ExitError"] += 1
         except otp.NoProc:
             outcomes["NoProc"] += 1
+
+
+class Blockable(otp.GenServer):
+    """Starts unless a process is registered as "block"."""
+
+    def init(self, watcher, name):
+        if otp.whereis("block") is not None:
+            raise otp.Stop("blocked")
+        otp.send(watcher, ("started", name, otp.self()))
+
+    def handle_call(self, request, caller):
+        return ("pong", "blockable")

@@ -263,3 +263,24 @@ def test_chaos_every_call_ends_and_all_children_come_back():
             except (otp.NoProc, otp.ExitError):
                 continue
     assert sup_api.count_children(sup)["active"] == 20
+
+
+def test_a_restart_that_keeps_failing_is_retried_and_counts_until_escalation():
+    from tests.servers import Blockable
+    otp.trap_exit(True)
+    try:
+        spec = otp.child_spec("b", Blockable, args=(otp.self(), "b"))
+        sup = otp.Supervisor.start_link([spec], intensity=3, period=10)
+        pid = started("b")
+        otp.register("block", otp.self())
+        kill(pid)                           # every restart now fails: retried at once, each one counted
+        assert otp.receive(match=lambda m: isinstance(m, otp.Exit) and m.pid == sup, timeout=10).reason == "shutdown"
+    finally:
+        otp.unregister("block")
+        otp.trap_exit(False)
+
+
+def test_check_childspecs_validates_without_starting_anything():
+    assert [s.id for s in sup_api.check_childspecs(workers("a", "b"))] == ["a", "b"]
+    with pytest.raises(otp.ChildSpecError):
+        sup_api.check_childspecs([{"id": "a"}])
