@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from otp import codec, forkserver
+from otp import codec, forkserver, runtime
 from otp import protocol as P
 from otp.errors import DecodeError
 from otp.signals import Effect, exit_signal_effect, reason_from_wait_status
@@ -64,7 +64,7 @@ class Agent:
         self.zygote_pid = zygote_pid
         self.zygote = zygote
         self.parent_fd = parent_fd
-        self.ctx = zmq.Context()
+        self.ctx = runtime.new_context()
         self.inbox = self.ctx.socket(zmq.PULL)
         # A receiving socket with LINGER 0 drops what a disconnected peer sent but was not yet
         # read: every receiving socket keeps a linger.

@@ -23,7 +23,6 @@ import struct
 import sys
 from typing import Any, NoReturn
 
-import zmq
 
 from otp import codec
 from otp import runtime
@@ -245,7 +244,7 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     os.closerange(high + 1, 1 << 20)
     random.seed()
     node_name, creation, rundir = node
-    ctx = zmq.Context()
+    ctx = runtime.new_context()
     agent = runtime.connect_agent(ctx, rundir)
     # The mailbox is bound ahead too, under a name of its own; the assignment renames the
     # socket file to the process id's endpoint (peers connect by path, so the socket is theirs).

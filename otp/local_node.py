@@ -97,7 +97,7 @@ class Node:
             except BaseException:
                 shutil.rmtree(self.rundir, ignore_errors=True)
                 raise
-            self._ctx = zmq.Context()
+            self._ctx = runtime.new_context()
             runtime.set_node(runtime.NodeContext(self.name, self.creation, self.rundir, self._ctx, os.getpid()))
             _running = self
         return self

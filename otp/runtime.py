@@ -614,6 +614,17 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+MAX_SOCKETS = 65_536
+"""Sockets one ZeroMQ context may hold (libzmq's default, 1,023, is one supervisor's worth)."""
+
+
+def new_context() -> zmq.Context:
+    """A ZeroMQ context for this OS process, sized for large nodes."""
+    ctx = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
+    return ctx
+
+
 def bind_mailbox(ctx: zmq.Context, rundir: str, name: str | int) -> zmq.Socket:
     """A mailbox socket bound at the endpoint ``name`` of the run directory."""
     sock = ctx.socket(zmq.PULL)
