@@ -28,8 +28,8 @@ def run() -> None:
         start_seconds = time.perf_counter() - start
         uss = sum(psutil.Process(otp.os_pid(pid)).memory_full_info().uss for pid in pids)
         restarts = []
+        children = [pid for _, pid, *_ in otp.supervisor.which_children(sup)]
         for i in range(KILLS):
-            children = [pid for _, pid, *_ in otp.supervisor.which_children(sup)] if i == 0 else children
             victim = children[i]
             os_pid = otp.os_pid(victim)
             t0 = time.perf_counter()
