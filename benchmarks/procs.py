@@ -130,3 +130,13 @@ class Idle(otp.GenServer):
 
     def handle_call(self, request, caller):
         return request
+
+
+class Announcer(otp.GenServer):
+    """A child that tells a watcher each time it has started, then answers pings."""
+
+    def init(self, watcher: otp.Pid) -> None:
+        otp.send(watcher, ("up", otp.self()))
+
+    def handle_call(self, request, caller):
+        return request

@@ -21,20 +21,17 @@ _fork = multiprocessing.get_context("fork")
 
 
 def otp_restart_times(kills: int) -> list[float]:
-    spec = otp.child_spec("target", procs.CallServer, name="target")
+    """The replacement announces itself from its init; then it must answer a call."""
+    spec = otp.child_spec("target", procs.Announcer, args=(otp.self(),))
     sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
+    _, pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
     times = []
     for _ in range(kills):
-        os_pid = otp.os_pid(otp.whereis("target"))
+        os_pid = otp.os_pid(pid)
         start = time.perf_counter()
         os.kill(os_pid, signal.SIGKILL)
-        while True:  # a client retrying until the replacement answers
-            try:
-                otp.call("target", ("ping", 1), timeout=5)
-                if otp.os_pid(otp.whereis("target")) != os_pid:
-                    break
-            except (otp.NoProc, otp.ExitError):
-                pass
+        _, pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+        otp.call(pid, ("ping", 1))
         times.append(time.perf_counter() - start)
     otp.stop(sup, "shutdown")
     return times

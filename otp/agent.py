@@ -51,6 +51,7 @@ class Proc:
     monitored_by: dict[Ref, tuple[int, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
     monitoring: dict[Ref, int] = field(default_factory=dict)                # ref -> target id
     sock: zmq.Socket | None = None
+    os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
 
 
 class Agent:
@@ -216,6 +217,9 @@ class Agent:
         if proc is None:
             return
         proc.os_pid = os_pid
+        for sender, tag in proc.os_pid_waiters:
+            self._reply(sender, tag, os_pid)
+        proc.os_pid_waiters.clear()
         if proc.kill_reason is not None:
             self._sigkill(proc)
 
@@ -289,6 +293,8 @@ class Agent:
             if linked is not None:
                 linked.links.discard(proc.id)
                 self._exit_signal(linked, pid, reason, via_link=True)
+        for sender, tag in proc.os_pid_waiters:
+            self._reply(sender, tag, None)
         if proc.sock is not None:
             proc.sock.close(linger=0)
         for name in {proc.endpoint, str(proc.id)}:
@@ -417,6 +423,10 @@ class Agent:
 
     def on_os_pid(self, sender: int, tag: int, target_id: int) -> None:
         target = self.procs.get(target_id)
+        if target is not None and target.os_pid is None:
+            # A new process can run (and be asked about) before the zygote's report arrives.
+            target.os_pid_waiters.append((sender, tag))
+            return
         self._reply(sender, tag, None if target is None else target.os_pid)
 
     def on_stop_node(self, _sender: int) -> None:
