@@ -42,11 +42,6 @@ _lock = threading.RLock()
 _running: "Node | None" = None
 
 
-def running_node() -> "Node | None":
-    """The node running in this program, if any (without starting one)."""
-    return _running
-
-
 class Node:
     """A running otp node; use it as a context manager, or ``start()`` and ``stop()`` it."""
 

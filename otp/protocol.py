@@ -16,10 +16,8 @@ need an answer carry a ``tag``; the agent answers with the control frame ``[REPL
 from __future__ import annotations
 
 RUNTIME = 0xC1
-SIGNAL = ord("s")
-CONTROL = ord("c")
-SIGNAL_PREFIX = b"\xc1s"
-CONTROL_PREFIX = b"\xc1c"
+SIGNAL_PREFIX = bytes([RUNTIME]) + b"s"
+CONTROL_PREFIX = bytes([RUNTIME]) + b"c"
 
 # control ops to a process
 REPLY = "reply"          # [REPLY, tag, value]

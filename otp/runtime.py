@@ -300,9 +300,9 @@ class Runtime:
         try:
             if frame[:1] != _RUNTIME_BYTE:
                 self._mailbox.put(codec.decode(frame))
-            elif frame[1:2] == b"s":
+            elif frame[:2] == P.SIGNAL_PREFIX:
                 self._on_signals([codec.decode(frame[2:])])
-            elif frame[1:2] == b"c":
+            elif frame[:2] == P.CONTROL_PREFIX:
                 self._on_control(codec.decode(frame[2:]))
             else:
                 log.warning("runtime frame of unknown kind %r dropped by %r", frame[1:2], self.pid)
