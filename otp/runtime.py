@@ -10,6 +10,7 @@ so two processes talk without a hop through the agent. Everything that needs the
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 import os
 import threading
@@ -94,8 +95,7 @@ class Runtime:
         self.id = -1
         self.pid: Pid | None = None
         self._sock = mailbox
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
+        self._rcvtimeo = -1
         self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
         self._peers: dict[int, zmq.Socket] = {}
         self._mailbox = Mailbox()
@@ -289,12 +289,17 @@ class Runtime:
             while time.perf_counter() < spin_until:
                 if sock.getsockopt(_EVENTS) & _POLLIN:
                     return sock.recv(zmq.NOBLOCK)
-        if deadline is None:
+        # A blocking recv with a receive timeout wakes faster than zmq_poll then recv.
+        timeout_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
+        if timeout_ms == 0 or timeout_ms < -1:
+            return None
+        if timeout_ms != self._rcvtimeo:
+            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._rcvtimeo = timeout_ms
+        try:
             return sock.recv()
-        remaining = deadline - time.monotonic()
-        if remaining > 0 and self._poller.poll(remaining * 1000):
-            return sock.recv(zmq.NOBLOCK)
-        return None
+        except zmq.Again:
+            return None
 
     def _handle(self, frame: bytes) -> None:
         try:
