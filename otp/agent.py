@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from otp import codec, forkserver, runtime
+from otp.registry import RegistryGeneration
 from otp import protocol as P
 from otp.errors import DecodeError
 from otp.signals import Effect, exit_signal_effect, reason_from_wait_status
@@ -74,6 +75,7 @@ class Agent:
         self.inbox.bind(P.endpoint(rundir, P.AGENT_ENDPOINT))
         self.procs: dict[int, Proc] = {}
         self.names: dict[str, int] = {}
+        self.registry_generation = RegistryGeneration.create(rundir)
         self.ids = itertools.count(1)
         self.zygote_reader = forkserver.FrameReader()
         self.stopping = False
@@ -278,6 +280,7 @@ class Agent:
             return
         if proc.name is not None:
             self.names.pop(proc.name, None)
+            self.registry_generation.bump()
         pid = self.pid(proc.id)
         for ref, target_id in proc.monitoring.items():
             target = self.procs.get(target_id)
@@ -401,6 +404,7 @@ class Agent:
             error = None
             target.name = name
             self.names[name] = target_id
+            self.registry_generation.bump()
         self._reply(sender, tag, error)
 
     def on_unregister(self, sender: int, tag: int, name: str) -> None:
@@ -408,6 +412,7 @@ class Agent:
         if target_id is None:
             self._reply(sender, tag, f"name {name!r} is not registered")
             return
+        self.registry_generation.bump()
         self.procs[target_id].name = None
         self._reply(sender, tag, None)
 

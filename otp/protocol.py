@@ -49,6 +49,10 @@ Z_FORKED = "forked"      # zygote -> agent: id, os_pid
 Z_FORK_FAILED = "fork_failed"  # zygote -> agent: id, error text
 Z_EXITED = "exited"      # zygote -> agent: id, os_pid, wait status, reason bytes (b"" if none)
 
+REGISTRY_GENERATION = "registry.gen"
+"""A file in the run directory holding a 64-bit counter the agent bumps at every change of the
+local names, so that a process may keep the answers of ``whereis`` until it moves."""
+
 AGENT_ENDPOINT = "agent"
 """Name of the agent's mailbox in the run directory."""
 

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import zmq
@@ -26,6 +26,7 @@ from otp import protocol as P
 from otp.errors import DecodeError, ExitError, NodeError, NoProc, Timeout
 from otp.funcref import function_reference, load_function
 from otp.mailbox import NOTHING, Mailbox, as_predicate
+from otp.registry import RegistryGeneration
 from otp.signals import exception_reason
 from otp.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref
 
@@ -46,6 +47,8 @@ SEND_BLOCKED_TIMEOUT = 10.0
 """Seconds a send waits on a live peer whose queue is full before the message is dropped."""
 PEER_LINGER_MS = 1000
 """How long a closing process keeps trying to deliver what it already sent."""
+NAME_CACHE_SIZE = 1024
+"""Names whose ``whereis`` answer a process keeps (see ``otp.registry``)."""
 CALL_WATCHES = 256
 """Servers a process keeps watching between calls (and dead servers it remembers)."""
 MAILBOX_CAPACITY = 1_000_000
@@ -64,9 +67,19 @@ class NodeContext:
     ctx: zmq.Context
     os_pid: int
     alive: bool = True
+    _registry: RegistryGeneration | None = field(default=None, repr=False)
 
     def is_local(self, pid: Pid) -> bool:
         return pid.node == self.name and pid.creation == self.creation
+
+    def registry_generation(self) -> int | None:
+        """The local registry's generation now (None where it cannot be read)."""
+        counter = self._registry
+        if counter is None:
+            counter = self._registry = RegistryGeneration.open(self.rundir)
+            if counter is None:
+                return None
+        return counter.read()
 
 
 _node: NodeContext | None = None
@@ -102,6 +115,7 @@ class Runtime:
         self._replies: dict[int, Any] = {}
         self._awaiting: set[Any] = set()
         self._cancelled_monitors: set[Ref] = set()
+        self._names: dict[str, tuple[Pid | None, int]] = {}   # whereis answers, by registry generation
         # Calls watch their server through one lasting monitor per server, made on the first
         # call and kept while it lives, so a call costs the agent nothing (see ``call``).
         self._call_watches: dict[int, Ref] = {}        # server id -> monitor ref
@@ -529,8 +543,17 @@ class Runtime:
 
     def whereis(self, name: str) -> Pid | None:
         _check_name(name)
+        generation = self.node.registry_generation()
+        known = self._names.get(name)
+        if known is not None and generation is not None and known[1] == generation:
+            return known[0]
         proc_id = self._request(P.WHEREIS, name)
-        return None if proc_id is None else Pid(self.node.name, proc_id, self.node.creation)
+        pid = None if proc_id is None else Pid(self.node.name, proc_id, self.node.creation)
+        if generation is not None:
+            if len(self._names) >= NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[name] = (pid, generation)
+        return pid
 
     def registered(self) -> list[str]:
         return self._request(P.REGISTERED)

@@ -112,3 +112,14 @@ def tagged_echo():
         _, sender, payload = otp.receive(
             match=lambda m: type(m) is tuple and len(m) == 3 and m[0] == "echo" and type(m[1]) is otp.Pid)
         otp.send(sender, payload)
+
+
+def register_then_report(parent, name, pid):
+    otp.register(name, pid)
+    otp.send(parent, "done")
+
+
+def reregister_then_report(parent, name, pid):
+    otp.unregister(name)
+    otp.register(name, pid)
+    otp.send(parent, "done")

@@ -319,3 +319,20 @@ def test_is_alive_follows_the_process():
     otp.exit(pid, "kill")
     down_of(ref)
     assert not otp.is_alive(pid)
+
+
+def test_whereis_sees_every_change_made_by_other_processes():
+    first, second = otp.spawn(procs.wait_forever), otp.spawn(procs.wait_forever)
+    assert otp.whereis("moving") is None
+    otp.spawn(procs.register_then_report, otp.self(), "moving", first)
+    otp.receive(match=lambda m: m == "done", timeout=10)
+    assert otp.whereis("moving") == first
+    assert otp.whereis("moving") == first          # answered again without asking the agent
+    otp.spawn(procs.reregister_then_report, otp.self(), "moving", second)
+    otp.receive(match=lambda m: m == "done", timeout=10)
+    assert otp.whereis("moving") == second
+    ref = otp.monitor(second)
+    otp.exit(second, "kill")
+    down_of(ref)
+    assert otp.whereis("moving") is None
+    otp.exit(first, "kill")
