@@ -2,7 +2,7 @@
 ``gen_server:call`` between two nodes when ``erl`` is installed), cast throughput vs raw
 PUSH/PULL, and calls per second from 4 clients to 1 and to 4 servers.
 
-Targets (issue 3): call p50 <= 1.5x raw; call p50 <= Erlang's; casts >= 0.5x raw.
+Targets: call p50 <= 1.5x raw; call p50 <= Erlang's; casts >= 0.5x raw.
 """
 from __future__ import annotations
 

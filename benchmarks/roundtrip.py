@@ -1,6 +1,6 @@
 """Round trip of a small tuple between two otp processes, vs raw pyzmq+msgpack and a Pipe.
 
-Target (issue 2): otp p50 <= 1.3x raw pyzmq+msgpack DEALER/ROUTER over ipc.
+Targets: otp p50 <= 1.3x raw pyzmq+msgpack DEALER/ROUTER over ipc.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Scale: one supervisor with 1,000 children: time to start them all, their total USS, the
 restart latency of one child while the other 999 run, and the time to stop them all.
 
-Targets (issue 4): start <= 10 s, USS <= 4 GB, one restart p50 <= 10 ms.
+Targets: start <= 10 s, USS <= 4 GB, one restart p50 <= 10 ms.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Spawn: time from spawn to a first message back (p50/p99) and the USS of an idle process,
 vs multiprocessing's fork, forkserver and spawn start methods.
 
-Targets (issue 2): p50 <= 5 ms; idle USS <= 4 MB.
+Targets: p50 <= 5 ms; idle USS <= 4 MB.
 """
 from __future__ import annotations
 

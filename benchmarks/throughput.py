@@ -1,6 +1,6 @@
 """One-way throughput between two otp processes vs raw pyzmq+msgpack PUSH/PULL over ipc.
 
-Target (issue 2): otp >= 0.5x raw.
+Targets: otp >= 0.5x raw.
 """
 from __future__ import annotations
 
