@@ -8,7 +8,8 @@ value, and ``Pid``, ``Ref``, ``Exit``, ``Down``, ``NodeUp``, ``NodeDown`` cross 
 
 ``encode`` raises ``TypeError`` naming the type of a value it cannot encode, so a bad message
 fails in the sender. ``decode`` is bounded for hostile input (frame size, container lengths,
-nesting depth, unknown ext codes, marks out of place) and raises ``otp.errors.DecodeError`` for anything malformed.
+nesting depth, unknown ext codes, marks out of place) and raises ``otp.errors.DecodeError``
+for anything malformed.
 """
 from __future__ import annotations
 

@@ -177,18 +177,9 @@ def stop(server: Any, reason: Any = NORMAL, timeout: float | str | None = None) 
 
 
 def _resolve(rt: Any, server: Any) -> Pid:
-    if type(server) is Pid:
-        return server
-    if type(server) is str:
-        pid = rt.whereis(server)
-    elif type(server) is tuple and len(server) == 2 and server[0] == "global":
-        raise NoProc(server)  # no global name exists until the node joins a cluster
-    elif type(server) is tuple and len(server) == 2 and server[1] == rt.node.name:
-        pid = rt.whereis(server[0])
-    else:
-        raise TypeError(f"a server is a Pid or a registered name; got {server!r}")
+    pid = rt.resolve(server)
     if pid is None:
-        raise NoProc(server)
+        raise NoProc(server)  # a server on another node: not reachable until it is connected
     return pid
 
 

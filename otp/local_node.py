@@ -175,10 +175,7 @@ class Node:
         if self._stop_r in readable:
             return
         log.error("the agent of node %s died: its processes are gone", self.name)
-        node_context = runtime._node
-        if node_context is not None:
-            node_context.alive = False
-        runtime.end_runtimes("noconnection")
+        runtime.node_down()
 
     def __repr__(self) -> str:
         return f"<otp.Node {self.name} rundir={self.rundir}>"

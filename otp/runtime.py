@@ -112,7 +112,7 @@ class Runtime:
         self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
         self._peers: dict[int, zmq.Socket] = {}
         self._mailbox = Mailbox()
-        self._replies: dict[int, Any] = {}
+        self._replies: dict[Any, Any] = {}   # answers by tag or ref (see await_answer)
         self._awaiting: set[Any] = set()
         self._cancelled_monitors: set[Ref] = set()
         self._names: dict[str, tuple[Pid | None, int]] = {}   # whereis answers, by registry generation
@@ -168,7 +168,7 @@ class Runtime:
             self._to_agent([P.DETACH, self.id, reason])
         for proc_id, sock in self._peers.items():
             # Linger only for live peers: what waits for a dead one would hold the exit up.
-            alive = linger and os.path.exists(f"{self.node.rundir}/{proc_id}")
+            alive = linger and self._mailbox_exists(proc_id)
             sock.close(linger=PEER_LINGER_MS if alive else 0)
         self._peers.clear()
         self._sock.close()
@@ -180,9 +180,9 @@ class Runtime:
 
     def send(self, dest: Any, msg: Any) -> None:
         frame = codec.encode(msg)
-        pid = dest if type(dest) is Pid else self._resolve_name(dest)
+        pid = dest if type(dest) is Pid else self.resolve(dest)
         if pid is None:
-            return
+            return  # a name on another node: dropped until the node is connected
         if not self.node.is_local(pid):
             return  # another node or an old run of this one: dropped, as Erlang does
         if pid.id == self.id:
@@ -215,10 +215,9 @@ class Runtime:
 
     def _send_when_ready(self, proc_id: int, sock: zmq.Socket, frame: bytes) -> None:
         """Slow path: a new connection still being made, a full queue, or a dead peer."""
-        path = f"{self.node.rundir}/{proc_id}"
         deadline = time.monotonic() + SEND_BLOCKED_TIMEOUT
         while True:
-            if not os.path.exists(path):
+            if not self._mailbox_exists(proc_id):
                 self._forget_peer(proc_id)  # the process is gone: the message is dropped
                 return
             if sock.poll(50, zmq.POLLOUT):
@@ -232,12 +231,20 @@ class Runtime:
                             Pid(self.node.name, proc_id, self.node.creation), SEND_BLOCKED_TIMEOUT)
                 return
 
+    def _mailbox_exists(self, proc_id: int) -> bool:
+        """Whether a process's mailbox is there (the agent removes a dead one's)."""
+        return os.path.exists(f"{self.node.rundir}/{proc_id}")
+
     def _forget_peer(self, proc_id: int) -> None:
         sock = self._peers.pop(proc_id, None)
         if sock is not None:
             sock.close(linger=0)
 
-    def _resolve_name(self, dest: Any) -> Pid | None:
+    def resolve(self, dest: Any) -> Pid | None:
+        """The pid behind a Pid, a local name or ``(name, node)``; None for a name on another
+        node (not connected yet). Raises ``NoProc`` for a name that is not registered."""
+        if type(dest) is Pid:
+            return dest
         if type(dest) is str:
             pid = self.whereis(dest)
         elif type(dest) is tuple and len(dest) == 2 and type(dest[0]) is str and type(dest[1]) is str:
@@ -245,10 +252,10 @@ class Runtime:
             if name == "global":
                 raise NoProc(dest)  # no global name exists until the node joins a cluster
             if node != self.node.name:
-                return None  # a name on another node: dropped until the node is connected
+                return None
             pid = self.whereis(name)
         else:
-            raise TypeError(f"send needs a Pid, a name, (name, node) or ('global', name); got {dest!r}")
+            raise TypeError(f"expected a Pid, a name, (name, node) or ('global', name); got {dest!r}")
         if pid is None:
             raise NoProc(dest)
         return pid
@@ -607,6 +614,14 @@ def set_node(node: NodeContext | None) -> None:
     """Install this OS process's node context (None when its node stops)."""
     global _node
     _node = node
+
+
+def node_down() -> None:
+    """The node's agent died: no thread attaches any more, and every thread's process exits
+    with ``"noconnection"``."""
+    if _node is not None:
+        _node.alive = False
+    end_runtimes("noconnection")
 
 
 def end_runtimes(reason: Any) -> bool:

@@ -26,6 +26,11 @@ def report_os_pid(parent):
     otp.send(parent, ("os_pid", os.getpid()))
 
 
+def report_os_pid_and_wait(parent):
+    otp.send(parent, ("os_pid", os.getpid()))
+    otp.receive()
+
+
 def send_numbers(parent, count):
     for i in range(count):
         otp.send(parent, i)

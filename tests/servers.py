@@ -39,6 +39,8 @@ class Echo(otp.GenServer):
                 return ("via", otp.call(other, ("echo", value)))
             case "unencodable":
                 return object()
+            case ("monitor", pid):
+                return otp.monitor(pid)
             case "never":
                 if self.watcher is not None:
                     otp.send(self.watcher, ("pending", caller))

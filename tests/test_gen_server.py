@@ -176,9 +176,12 @@ def test_handle_info_gets_every_other_message():
     server = Echo.start(otp.self())
     otp.send(server, "plain")
     assert tagged("info") == ("info", "plain")
-    ref = otp.monitor(otp.spawn(tests_procs.send_back, server, "to the server"))
+    otp.spawn(tests_procs.send_back, server, "to the server")
     assert tagged("info") == ("info", "to the server")
-    down_of(ref)
+    watched = otp.spawn(tests_procs.wait_forever)
+    server_ref = otp.call(server, ("monitor", watched))
+    otp.exit(watched, "bye")
+    assert tagged("info") == ("info", otp.Down(server_ref, watched, "bye"))
 
 
 @pytest.mark.parametrize("how, reason", [("stop", "no_thanks"), ("return_stop", "no_thanks")])

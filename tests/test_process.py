@@ -28,10 +28,11 @@ def tagged(tag, timeout=10):
 # ------------------------------------------------------------------ spawn and messages
 
 def test_spawned_function_runs_in_its_own_os_process():
-    pid = otp.spawn(procs.report_os_pid, otp.self())
+    pid = otp.spawn(procs.report_os_pid_and_wait, otp.self())
     _, child_os_pid = tagged("os_pid")
     assert child_os_pid != os.getpid()
-    assert otp.os_pid(pid) in (child_os_pid, None)  # None once it has already exited
+    assert otp.os_pid(pid) == child_os_pid
+    otp.exit(pid, "kill")
 
 
 def test_spawn_returns_a_pid_that_receives_at_once():

@@ -254,7 +254,7 @@ def test_chaos_every_call_ends_and_all_children_come_back():
                 pass
     otp.send(client, "stop")
     _, outcomes = otp.receive(match=lambda m: type(m) is tuple and m[0] == "outcomes", timeout=60)
-    assert outcomes["ok"] > 0 and sum(outcomes.values()) > 0
+    assert outcomes["ok"] > 0
     for name in names:               # every child is back and answers
         while True:
             try:
