@@ -36,7 +36,7 @@ if zmq.zmq_version_info() < (4, 3, 5):  # pragma: no cover - pyzmq wheels bundle
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
 _send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
-_RUNTIME_BYTE = bytes([P.RUNTIME])
+_RUNTIME = P.RUNTIME
 _CONTROL_ARITY = {P.REPLY: 3, P.KILL: 2, P.DEMONITOR: 2}
 
 REQUEST_TIMEOUT = 10.0
@@ -290,7 +290,7 @@ class Runtime:
             if box:
                 return box.take(None, 0)[0]
             frame = self._next_frame(None)
-            if frame[:1] != _RUNTIME_BYTE:
+            if not frame or frame[0] != _RUNTIME:  # a message: no slice to allocate
                 try:
                     return codec.decode(frame)
                 except DecodeError as exc:
@@ -324,7 +324,7 @@ class Runtime:
 
     def _handle(self, frame: bytes) -> None:
         try:
-            if frame[:1] != _RUNTIME_BYTE:
+            if not frame or frame[0] != _RUNTIME:  # a message: no slice to allocate
                 self._mailbox.put(codec.decode(frame))
             elif frame[:2] == P.SIGNAL_PREFIX:
                 self._on_signals([codec.decode(frame[2:])])
