@@ -21,27 +21,23 @@ KILLS = 50
 
 def run() -> None:
     with otp.Node("bench", preload=["benchmarks.procs"]):
-        template = otp.child_spec("idle", procs.Idle, restart="permanent", shutdown="brutal_kill")
+        me = otp.self()
+        template = otp.child_spec("announcer", procs.Announcer, restart="permanent", shutdown="brutal_kill")
         sup = otp.Supervisor.start([template], strategy="simple_one_for_one", intensity=10 * KILLS, period=1)
         start = time.perf_counter()
-        pids = [otp.supervisor.start_child(sup, ()) for _ in range(CHILDREN)]
+        pids = [otp.supervisor.start_child(sup, (me,)) for _ in range(CHILDREN)]
         start_seconds = time.perf_counter() - start
+        for _ in pids:  # each announced itself from its init
+            otp.receive(match=lambda m: m[0] == "up", timeout=30)
         uss = sum(psutil.Process(otp.os_pid(pid)).memory_full_info().uss for pid in pids)
         restarts = []
-        children = [pid for _, pid, *_ in otp.supervisor.which_children(sup)]
-        for i in range(KILLS):
-            victim = children[i]
+        for victim in pids[:KILLS]:
             os_pid = otp.os_pid(victim)
             t0 = time.perf_counter()
             os.kill(os_pid, signal.SIGKILL)
-            while True:  # until the supervisor lists a live replacement that answers
-                fresh = [pid for _, pid, *_ in otp.supervisor.which_children(sup) if isinstance(pid, otp.Pid)]
-                if len(fresh) == CHILDREN and victim not in fresh:
-                    new = fresh[-1]
-                    otp.call(new, "ping")
-                    break
+            _, fresh = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+            otp.call(fresh, ("ping", 1))
             restarts.append(time.perf_counter() - t0)
-            children = fresh
         start = time.perf_counter()
         otp.stop(sup, "shutdown")
         stop_seconds = time.perf_counter() - start

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 AGENT_START_TIMEOUT = 20.0
 AGENT_STOP_TIMEOUT = 5.0
 RUNDIR_PREFIX = f"otp-{os.getuid()}-"
+_SHARED_MEMORY_DIR = "/dev/shm"
 _OWNER_FILE = "owner"
 
 _lock = threading.RLock()
@@ -85,7 +86,7 @@ class Node:
                 raise NodeError(f"node {_running.name} is already running in this program")
             remove_stale_rundirs()
             short = self.name.split("@")[0]
-            self.rundir = tempfile.mkdtemp(prefix=f"{RUNDIR_PREFIX}{short}-")
+            self.rundir = tempfile.mkdtemp(prefix=f"{RUNDIR_PREFIX}{short}-", dir=rundir_base())
             os.chmod(self.rundir, 0o700)
             try:
                 self._start_agent()
@@ -201,10 +202,22 @@ def _create_time(os_pid: int) -> float:
         return 0.0
 
 
+def rundir_base() -> str:
+    """Where nodes make their run directories: ``$OTP_RUNDIR`` if set, else ``/dev/shm`` where
+    it is a writable directory (a memory file system: binding a mailbox there costs no disk
+    inode work), else the temporary directory."""
+    base = os.environ.get("OTP_RUNDIR")
+    if base:
+        return base
+    if os.path.isdir(_SHARED_MEMORY_DIR) and os.access(_SHARED_MEMORY_DIR, os.W_OK | os.X_OK):
+        return _SHARED_MEMORY_DIR
+    return tempfile.gettempdir()
+
+
 def remove_stale_rundirs() -> list[str]:
     """Remove run directories whose agent is gone (left by a killed node); return them."""
     removed = []
-    base = tempfile.gettempdir()
+    base = rundir_base()
     for entry in os.listdir(base):
         if not entry.startswith(RUNDIR_PREFIX):
             continue

@@ -657,7 +657,7 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-MAX_SOCKETS = 65_536
+MAX_SOCKETS = 4096
 """Sockets one ZeroMQ context may hold (libzmq's default, 1,023, is one supervisor's worth)."""
 
 

@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 
 import psutil
 import pytest
 
 import otp
-from otp.local_node import RUNDIR_PREFIX
+from otp.local_node import RUNDIR_PREFIX, rundir_base
 
 
 def _leftovers() -> tuple[list, list]:
     children = [p for p in psutil.Process().children(recursive=True) if _running(p)]
-    rundirs = glob.glob(os.path.join(tempfile.gettempdir(), RUNDIR_PREFIX + "*"))
+    rundirs = glob.glob(os.path.join(rundir_base(), RUNDIR_PREFIX + "*"))
     return children, rundirs
 
 

@@ -16,7 +16,7 @@ import zmq
 
 import otp
 from otp import codec, protocol, runtime
-from otp.local_node import RUNDIR_PREFIX, remove_stale_rundirs
+from otp.local_node import RUNDIR_PREFIX, remove_stale_rundirs, rundir_base
 from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +132,7 @@ def test_killing_the_node_agent_ends_every_process_of_its_node():
 def test_a_stale_run_directory_without_its_agent_is_removed_at_the_next_start():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tempfile.mkdtemp(prefix=RUNDIR_PREFIX + "stale-")
+    stale = tempfile.mkdtemp(prefix=RUNDIR_PREFIX + "stale-", dir=rundir_base())
     with open(os.path.join(stale, "owner"), "w") as f:
         f.write(f"{dead.pid} 12345.0\n")
     open(os.path.join(stale, "7"), "w").close()

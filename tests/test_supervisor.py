@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -284,3 +285,56 @@ def test_check_childspecs_validates_without_starting_anything():
     assert [s.id for s in sup_api.check_childspecs(workers("a", "b"))] == ["a", "b"]
     with pytest.raises(otp.ChildSpecError):
         sup_api.check_childspecs([{"id": "a"}])
+
+
+def _wait_for_status(sup, child_id, wanted, timeout=10.0):
+    """which_children until child_id's pid entry satisfies wanted (each answer is an event)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = {c[0]: c[1] for c in sup_api.which_children(sup)}[child_id]
+        if wanted(entry):
+            return entry
+    raise AssertionError(f"{child_id} never reached the wanted state; last {entry!r}")
+
+
+def test_which_children_shows_restarting_while_a_restart_keeps_failing_then_the_pid():
+    from tests.servers import Blockable
+    spec = otp.child_spec("b", Blockable, args=(otp.self(), "b"))
+    sup = otp.Supervisor.start_link([spec], intensity=100_000, period=1)
+    first = started("b")
+    otp.register("block", otp.self())
+    try:
+        kill(first)
+        assert _wait_for_status(sup, "b", lambda e: e == "restarting") == "restarting"
+        assert sup_api.count_children(sup)["active"] == 0
+    finally:
+        otp.unregister("block")
+    fresh = started("b")
+    assert fresh != first
+    assert _wait_for_status(sup, "b", lambda e: isinstance(e, otp.Pid)) == fresh
+    assert otp.call(fresh, "ping") == ("pong", "blockable")
+
+
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_a_sibling_failing_to_restart_is_retried_with_its_group_until_it_starts(strategy):
+    from tests.servers import Blockable
+    specs = workers("a") + [otp.child_spec("b", Blockable, args=(otp.self(), "b"))] + workers("c")
+    sup, pids = start_sup(specs, strategy=strategy, intensity=100_000, period=1)
+    otp.register("block", otp.self())
+    try:
+        kill(pids["a"])
+        assert _wait_for_status(sup, "b", lambda e: e == "restarting") == "restarting"
+        assert {c[0]: c[1] for c in sup_api.which_children(sup)}["c"] in (None, "restarting")
+    finally:
+        otp.unregister("block")
+    # Once b can start, the group comes back in start order: b, then c after it.
+    order = []
+    while "c" not in order:
+        msg = otp.receive(match=lambda m: type(m) is tuple and m[0] == "started", timeout=10)
+        order.append(msg[1])
+    assert order[-2:] == ["b", "c"]
+    final = {c[0]: c[1] for c in sup_api.which_children(sup)}
+    assert all(isinstance(pid, otp.Pid) for pid in final.values())
+    assert final["c"] != pids["c"] and final["b"] != pids["b"]
+    for child_id in ("a", "b", "c"):
+        otp.call(final[child_id], "ping")
