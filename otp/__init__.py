@@ -9,17 +9,16 @@
     print(otp.receive(timeout=5))          # ('hello', <nonode@nohost.2>)
     print(otp.receive(match=otp.Down))     # Down(ref=..., pid=..., reason='normal')
 """
-from otp import supervisor
+from otp import cluster, supervisor
 from otp.child_spec import ChildSpec, SupFlags, child_spec
 from otp.errors import (AlreadyStarted, CallTimeout, ChildSpecError, DecodeError, ExitError, NodeError, NoProc,
                         OtpError, StartError, Stop, SupervisorError, Timeout)
 from otp.gen_server import IGNORE, NOREPLY, GenServer, call, cast, reply, stop
-from otp.process import (demonitor, exit, is_alive, link, monitor, node, os_pid, receive,
-                         register, registered, self, send, spawn, spawn_link, spawn_monitor,
+from otp.process import (demonitor, exit, is_alive, link, monitor, monitor_nodes, node, nodes, os_pid,
+                         receive, register, registered, self, send, spawn, spawn_link, spawn_monitor,
                          trap_exit, unlink, unregister, whereis)
 from otp.supervisor import Supervisor
 from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
-
 
 
 def __getattr__(name: str):
@@ -28,6 +27,9 @@ def __getattr__(name: str):
     if name == "Node":
         from otp.local_node import Node
         return Node
+    if name == "Broker":
+        from otp.broker import Broker
+        return Broker
     raise AttributeError(f"module 'otp' has no attribute {name!r}")
 
 
@@ -42,8 +44,8 @@ __all__ = [
     "Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor",
     # terms
     "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
-    # nodes
-    "Node", "node",
+    # nodes and the cluster
+    "Node", "Broker", "node", "nodes", "monitor_nodes", "cluster",
     # errors
     "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
     "ChildSpecError", "SupervisorError", "NodeError", "DecodeError",

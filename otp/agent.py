@@ -19,17 +19,19 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from otp import codec, forkserver, runtime
+from otp.broker_link import JOIN_TIMEOUT, BrokerLink, JoinError
 from otp.registry import RegistryGeneration
 from otp import protocol as P
 from otp.errors import DecodeError
 from otp.signals import Effect, exit_signal_effect, reason_from_wait_status
-from otp.terms import NOPROC, Down, Exit, Pid, Ref
+from otp.terms import NOCONNECTION, NOPROC, Down, Exit, NodeDown, NodeUp, Pid, Ref
 
 log = logging.getLogger("otp.agent")
 
@@ -48,9 +50,10 @@ class Proc:
     trap_exit: bool = False
     name: str | None = None
     kill_reason: Any = None        # set once the agent has decided this process dies
-    links: set[int] = field(default_factory=set)
-    monitored_by: dict[Ref, tuple[int, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
-    monitoring: dict[Ref, int] = field(default_factory=dict)                # ref -> target id
+    # A peer is a local process id, or the Pid of a process on another node.
+    links: set[int | Pid] = field(default_factory=set)
+    monitored_by: dict[Ref, tuple[int | Pid, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
+    monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
     sock: zmq.Socket | None = None
     os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
 
@@ -59,14 +62,15 @@ class Agent:
     """The agent's state and event loop."""
 
     def __init__(self, name: str, creation: int, rundir: str, zygote_pid: int,
-                 zygote: socket.socket, parent_fd: int) -> None:
+                 zygote: socket.socket, parent_fd: int, broker: str | None = None,
+                 cookie: str | None = None) -> None:
         self.name = name
         self.creation = creation
         self.rundir = rundir
         self.zygote_pid = zygote_pid
         self.zygote = zygote
         self.parent_fd = parent_fd
-        self.ctx = runtime.new_context()
+        self.ctx = runtime.new_context(runtime.LARGE_MAX_SOCKETS)
         self.inbox = self.ctx.socket(zmq.PULL)
         # A receiving socket with LINGER 0 drops what a disconnected peer sent but was not yet
         # read: every receiving socket keeps a linger.
@@ -86,6 +90,18 @@ class Agent:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The cluster (a node that joined a broker): see otp.broker.
+        self.link = BrokerLink(self.ctx, broker, cookie or "", name) if broker else None
+        self.nodes: set[str] = set()               # the other nodes up, as far as we know
+        self.node_watchers: set[int] = set()       # processes that asked for NodeUp / NodeDown
+        self.global_names: dict[str, Pid] = {}     # replica of the broker's table
+        self.broker_watched: set[int] = set()      # processes whose death the broker must hear of
+        self.lock_requests: dict[tuple[int, int], bytes] = {}   # (process id, tag) -> resource
+        self.held_locks: dict[bytes, int] = {}     # resource -> process id, told again on a rejoin
+        self.rejoin_deadline: float | None = None  # nodes not back by then are down (broker restart)
+        self.missing_nodes: set[str] = set()
+        self.remote_monitors: dict[Ref, int] = {}  # ref -> the local process a remote one watches
+        self.handlers = self._handlers()
 
     def pid(self, proc_id: int) -> Pid:
         return Pid(self.name, proc_id, self.creation)
@@ -98,9 +114,13 @@ class Agent:
         poller.register(self.zygote.fileno(), zmq.POLLIN)
         poller.register(self.parent_fd, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
-        handlers = self._handlers()
+        link = self.link
+        if link is not None:
+            poller.register(link.sock, zmq.POLLIN)
+        handlers = self.handlers
         while not self.stopping:
-            events = dict(poller.poll())
+            timeout = None if link is None else max(1, int(link.tick * 250))
+            events = dict(poller.poll(timeout))
             if self.inbox in events:
                 self._drain_inbox(handlers)
             if self.zygote.fileno() in events:
@@ -111,6 +131,10 @@ class Agent:
             if self.parent_fd in events and not os.read(self.parent_fd, 4096):
                 log.debug("the program that started node %s is gone: stopping", self.name)
                 self.stopping = True
+            if link is not None:
+                if link.sock in events:
+                    self._drain_broker()
+                self._keep_time()
         self.shutdown()
 
     def _drain_inbox(self, handlers: dict) -> None:
@@ -120,6 +144,13 @@ class Agent:
                 frame = inbox.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if frame == P.ROUTE:  # [ROUTE, node, dest, body] for a process of another node
+                parts = [frame]
+                while inbox.rcvmore and len(parts) < 5:
+                    parts.append(inbox.recv())
+                if len(parts) == 4 and self.link is not None:
+                    self.link.forward(parts)
+                continue
             try:
                 op, sender, *args = codec.decode(frame)
                 handler = handlers[op]
@@ -140,6 +171,10 @@ class Agent:
             P.UNREGISTER: self.on_unregister, P.WHEREIS: self.on_whereis,
             P.REGISTERED: self.on_registered, P.IS_ALIVE: self.on_is_alive,
             P.OS_PID: self.on_os_pid, P.STOP_NODE: self.on_stop_node,
+            P.NODES: self.on_nodes, P.MONITOR_NODES: self.on_monitor_nodes,
+            P.REGISTER_NAME: self.on_register_name, P.UNREGISTER_NAME: self.on_unregister_name,
+            P.GLOBAL_WHEREIS: self.on_global_whereis, P.GLOBAL_NAMES: self.on_global_names,
+            P.SET_LOCK: self.on_set_lock, P.DEL_LOCK: self.on_del_lock,
         }
 
     def _on_zygote(self) -> None:
@@ -152,7 +187,12 @@ class Agent:
                 log.error("the fork server of node %s died: stopping the node", self.name)
             self.stopping = True
             return
-        for op, *args in self.zygote_reader.feed(data):
+        frames = self.zygote_reader.feed(data)
+        if any(op == P.Z_EXITED for op, *_ in frames):
+            # What a process sent (to other nodes, through us) before it died goes out before
+            # the news of its death.
+            self._drain_inbox(self.handlers)
+        for op, *args in frames:
             if op == P.Z_FORKED:
                 self.on_forked(*args)
             elif op == P.Z_EXITED:
@@ -176,6 +216,9 @@ class Agent:
     # ----------------------------------------------------------------- sending to processes
 
     def _send(self, proc: Proc, prefix: bytes, obj: Any) -> None:
+        self._send_frame(proc, prefix + codec.encode(obj))
+
+    def _send_frame(self, proc: Proc, frame: bytes) -> None:
         sock = proc.sock
         if sock is None:
             sock = proc.sock = self.ctx.socket(zmq.PUSH)
@@ -183,7 +226,7 @@ class Agent:
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.connect(P.endpoint(self.rundir, proc.endpoint))
         try:
-            sock.send(prefix + codec.encode(obj), zmq.NOBLOCK)
+            sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             log.warning("node agent %s dropped a frame to %r: its queue is full", self.name, self.pid(proc.id))
 
@@ -282,22 +325,38 @@ class Agent:
             self.names.pop(proc.name, None)
             self.registry_generation.bump()
         pid = self.pid(proc.id)
-        for ref, target_id in proc.monitoring.items():
-            target = self.procs.get(target_id)
-            if target is not None:
-                target.monitored_by.pop(ref, None)
-        for ref, (watcher_id, obj) in proc.monitored_by.items():
-            watcher = self.procs.get(watcher_id)
-            if watcher is not None:
-                watcher.monitoring.pop(ref, None)
-                self._signal(watcher, Down(ref, obj, reason))
+        for ref, target in proc.monitoring.items():
+            if type(target) is int:
+                target_proc = self.procs.get(target)
+                if target_proc is not None:
+                    target_proc.monitored_by.pop(ref, None)
+            else:
+                self._to_node(target, ["demonitor", ref, target])
+        for ref, (watcher, obj) in proc.monitored_by.items():
+            if type(watcher) is Pid:
+                self._to_node(watcher, ["down", watcher.id, ref, obj, reason])
+                continue
+            watcher_proc = self.procs.get(watcher)
+            if watcher_proc is not None:
+                watcher_proc.monitoring.pop(ref, None)
+                self._signal(watcher_proc, Down(ref, obj, reason))
         for linked_id in proc.links:
+            if type(linked_id) is Pid:
+                self._to_node(linked_id, ["exit", linked_id.id, linked_id.creation, pid, reason, True])
+                continue
             linked = self.procs.get(linked_id)
             if linked is not None:
                 linked.links.discard(proc.id)
                 self._exit_signal(linked, pid, reason, via_link=True)
         for sender, tag in proc.os_pid_waiters:
             self._reply(sender, tag, None)
+        self.node_watchers.discard(proc.id)
+        if proc.id in self.broker_watched:
+            self.broker_watched.discard(proc.id)
+            self.link.send_op(["proc_down", pid, reason])
+        if self.held_locks:
+            for resource in [r for r, owner in self.held_locks.items() if owner == proc.id]:
+                del self.held_locks[resource]
         if proc.sock is not None:
             proc.sock.close(linger=0)
         for name in {proc.endpoint, str(proc.id)}:
@@ -333,31 +392,57 @@ class Agent:
 
     # ----------------------------------------------------------------- links, monitors, exits
 
-    def on_link(self, sender: int, tag: int, target_id: int) -> None:
+    def on_link(self, sender: int, tag: int, target: int | Pid) -> None:
         proc = self.procs.get(sender)
         if proc is None:
             return
-        target = self.procs.get(target_id)
-        if target is None:
+        if type(target) is Pid:  # a process of another node
+            self._reply(sender, tag, True)
+            if target.node in self.nodes:
+                proc.links.add(target)
+                self._to_node(target, ["link", self.pid(sender), target.id, target.creation])
+            else:  # as Erlang: the link is made, and broken at once
+                self._exit_signal(proc, target, NOCONNECTION, via_link=True)
+            return
+        target_proc = self.procs.get(target)
+        if target_proc is None:
             if proc.trap_exit:
-                self._signal(proc, Exit(self.pid(target_id), NOPROC))
+                self._signal(proc, Exit(self.pid(target), NOPROC))
                 self._reply(sender, tag, True)
             else:
                 self._reply(sender, tag, NOPROC)
             return
-        proc.links.add(target_id)
-        target.links.add(sender)
+        proc.links.add(target)
+        target_proc.links.add(sender)
         self._reply(sender, tag, True)
 
-    def on_unlink(self, sender: int, target_id: int) -> None:
-        for a, b in ((sender, target_id), (target_id, sender)):
-            proc = self.procs.get(a)
-            if proc is not None:
-                proc.links.discard(b)
+    def on_unlink(self, sender: int, target: int | Pid) -> None:
+        proc = self.procs.get(sender)
+        if type(target) is Pid:
+            if proc is not None and target in proc.links:
+                proc.links.discard(target)
+                self._to_node(target, ["unlink", self.pid(sender), target.id])
+            return
+        if proc is not None:
+            proc.links.discard(target)
+        target_proc = self.procs.get(target)
+        if target_proc is not None:
+            target_proc.links.discard(sender)
 
-    def on_monitor(self, sender: int, ref: Ref, target: int | str) -> None:
+    def on_monitor(self, sender: int, ref: Ref, target: int | str | Pid | list) -> None:
         proc = self.procs.get(sender)
         if proc is None:
+            return
+        if type(target) in (Pid, list):  # a pid or a (name, node) of another node
+            node = target.node if type(target) is Pid else target[1]
+            obj = target if type(target) is Pid else tuple(target)
+            if node not in self.nodes:
+                self._signal(proc, Down(ref, obj, NOCONNECTION))
+                return
+            proc.monitoring[ref] = obj
+            remote = target.id if type(target) is Pid else target[0]
+            creation = target.creation if type(target) is Pid else None
+            self.link.to_agent(node, ["monitor", ref, self.pid(sender), remote, creation])
             return
         if type(target) is str:
             target_id, obj = self.names.get(target), (target, self.name)
@@ -374,16 +459,22 @@ class Agent:
         proc = self.procs.get(sender)
         if proc is None:
             return
-        target_id = proc.monitoring.pop(ref, None)
-        target = self.procs.get(target_id) if target_id is not None else None
-        if target is not None:
-            target.monitored_by.pop(ref, None)
+        target = proc.monitoring.pop(ref, None)
+        if type(target) is int:
+            target_proc = self.procs.get(target)
+            if target_proc is not None:
+                target_proc.monitored_by.pop(ref, None)
+        elif target is not None:
+            self._to_node(target, ["demonitor", ref, target])
         self._send(proc, P.CONTROL_PREFIX, [P.DEMONITOR, ref])
 
-    def on_exit(self, sender: int, target_id: int, reason: Any) -> None:
-        target = self.procs.get(target_id)
-        if target is not None:
-            self._exit_signal(target, self.pid(sender), reason, via_link=False)
+    def on_exit(self, sender: int, target: int | Pid, reason: Any) -> None:
+        if type(target) is Pid:
+            self._to_node(target, ["exit", target.id, target.creation, self.pid(sender), reason, False])
+            return
+        target_proc = self.procs.get(target)
+        if target_proc is not None:
+            self._exit_signal(target_proc, self.pid(sender), reason, via_link=False)
 
     def on_trap_exit(self, sender: int, flag: bool) -> None:
         proc = self.procs.get(sender)
@@ -437,10 +528,320 @@ class Agent:
     def on_stop_node(self, _sender: int) -> None:
         self.stopping = True
 
+    # ----------------------------------------------------------------- the cluster
+
+    def join(self) -> str | None:
+        """Join the broker (a node started with one): None once welcomed, else why not."""
+        link = self.link
+        link.hello([], [], self.creation)
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        try:
+            while not link.joined:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return f"no broker answered at {link.address} within {JOIN_TIMEOUT:.0f} s"
+                if link.handshake_failed():
+                    return (f"the broker at {link.address} refused the connection: the CURVE handshake "
+                            f"failed (the cookie differs from the broker's)")
+                if link.sock.poll(min(100, int(left * 1000) + 1)):
+                    self._drain_broker()
+        except JoinError as exc:
+            return str(exc)
+        return None
+
+    def _to_node(self, target: Pid | tuple, op: list) -> None:
+        """Send an agent op to the node of ``target`` (a Pid, or a (name, node) pair)."""
+        node = target.node if type(target) is Pid else target[1]
+        if self.link is not None and node in self.nodes:
+            self.link.to_agent(node, op)
+
+    def _drain_broker(self) -> None:
+        link = self.link
+        for _ in range(10_000):
+            parts = link.receive()
+            if parts is None:
+                return
+            try:
+                kind = parts[0]
+                if kind == P.TO_PROCESS and len(parts) == 4:
+                    self._deliver_remote(codec.decode(parts[2]), parts[3])
+                elif kind == P.TO_AGENT and len(parts) == 3:
+                    op, *args = codec.decode(parts[2])
+                    getattr(self, f"_remote_{op}")(parts[1].decode(), *args)
+                elif kind == P.TO_BROKER and len(parts) == 2:
+                    op, *args = codec.decode(parts[1])
+                    getattr(self, f"_broker_{op}")(*args)
+                else:
+                    raise ValueError(f"{len(parts)}-part frame of kind {kind[:8]!r}")
+            except JoinError:
+                raise
+            except Exception as exc:  # a bad frame from the network is dropped, never fatal
+                log.warning("node %s dropped a malformed frame from the broker: %r", self.name, exc)
+
+    def _deliver_remote(self, dest: Any, body: bytes) -> None:
+        if type(dest) is Pid:
+            if dest.node != self.name or dest.creation != self.creation:
+                return
+            proc = self.procs.get(dest.id)
+        elif type(dest) is str:
+            proc_id = self.names.get(dest)
+            proc = self.procs.get(proc_id) if proc_id is not None else None
+        else:
+            raise ValueError(f"not a destination: {dest!r:.80}")
+        if proc is not None:
+            self._send_frame(proc, body)
+
+    def _keep_time(self) -> None:
+        link = self.link
+        now = time.monotonic()
+        if link.joined and now - link.last_heard > link.tick:
+            log.warning("node %s lost the broker: nothing heard for %.1f s", self.name, now - link.last_heard)
+            self._lose_cluster("net_tick_timeout")
+        if not link.joined and now - link.last_hello > link.tick / 4:
+            link.hello(*self._claims(), self.creation)
+        if self.rejoin_deadline is not None and now > self.rejoin_deadline:
+            self.rejoin_deadline = None
+            for node in self.missing_nodes:
+                self._node_down(node, "connection_closed")
+            self.missing_nodes = set()
+
+    def _claims(self) -> tuple[list, list]:
+        """What this node holds in the cluster, told to the broker at each (re)join."""
+        names = [[name, pid] for name, pid in self.global_names.items() if pid.node == self.name]
+        locks = [[resource, self.pid(owner)] for resource, owner in self.held_locks.items()]
+        return names, locks
+
+    def _fail_lock_requests(self) -> None:
+        """Requests the broker will never answer (it restarted, or is out of reach) get False,
+        and their processes ask again."""
+        for proc_id, tag in self.lock_requests:
+            self._reply(proc_id, tag, False)
+        self.lock_requests.clear()
+
+    def _lose_cluster(self, reason: Any) -> None:
+        """The broker is gone, or forgot us: every other node is down for us."""
+        self.link.joined = False
+        self._fail_lock_requests()
+        for node in list(self.nodes):
+            self._node_down(node, reason)
+        self.missing_nodes, self.rejoin_deadline = set(), None
+
+    # frames from the broker
+
+    def _broker_welcome(self, incarnation: int, tick: float, nodes: list, names: list) -> None:
+        link = self.link
+        restarted = link.incarnation is not None and link.incarnation != incarnation
+        link.incarnation, link.tick, link.joined = incarnation, float(tick), True
+        if restarted:
+            self._fail_lock_requests()
+            # A restarted broker: the nodes we knew rejoin at their own pace; those not back
+            # within a tick are down.
+            self.missing_nodes = self.nodes - set(nodes)
+            self.rejoin_deadline = time.monotonic() + link.tick
+        mine = {n: pid for n, pid in self.global_names.items() if pid.node == self.name}
+        self.global_names = {name: pid for name, pid in names}
+        self.global_names.update(mine)   # ours are on their way to the broker in our hello
+        self.registry_generation.bump()
+        for node in nodes:
+            self._node_up(node)
+
+    def _broker_refused(self, why: str) -> None:
+        if not self.link.joined and self.link.incarnation is None:
+            raise JoinError(f"the broker at {self.link.address} refused node {self.name}: {why}")
+        log.error("the broker refused node %s: %s", self.name, why)
+
+    def _broker_who_are_you(self, incarnation: int) -> None:
+        link = self.link
+        if link.joined and link.incarnation == incarnation:
+            # The same broker forgot us: it declared us down (we were silent too long), and
+            # the other nodes saw us go. So do we see them go, before they come back.
+            log.warning("node %s was declared down by the broker: rejoining", self.name)
+            self._lose_cluster("disconnect")
+        elif link.joined:
+            link.joined = False
+        if time.monotonic() - link.last_hello > 0.05:
+            link.hello(*self._claims(), self.creation)
+
+    def _broker_ping(self) -> None:
+        self.link.send_op(["pong"])
+
+    def _broker_node_up(self, node: str) -> None:
+        self._node_up(node)
+
+    def _broker_node_down(self, node: str, reason: Any) -> None:
+        self._node_down(node, reason)
+
+    def _broker_name_added(self, name: str, pid: Pid) -> None:
+        self.global_names[name] = pid
+        self.registry_generation.bump()
+
+    def _broker_name_removed(self, name: str) -> None:
+        if self.global_names.pop(name, None) is not None:
+            self.registry_generation.bump()
+
+    def _broker_reply(self, proc_id: int, tag: int, value: Any) -> None:
+        resource = self.lock_requests.pop((proc_id, tag), None)
+        if resource is not None and value is True:
+            self.held_locks[resource] = proc_id
+        self._reply(proc_id, tag, value)
+
+    def _broker_watch(self, proc_id: int, creation: int) -> None:
+        proc = self.procs.get(proc_id) if creation == self.creation else None
+        if proc is None or proc.kill_reason is not None:
+            self.link.send_op(["proc_down", Pid(self.name, proc_id, creation), NOPROC])
+        else:
+            self.broker_watched.add(proc_id)
+
+    def _broker_kill(self, proc_id: int, creation: int, reason: Any) -> None:
+        proc = self.procs.get(proc_id) if creation == self.creation else None
+        if proc is not None:
+            self._kill(proc, reason)
+
+    def _node_up(self, node: str) -> None:
+        self.missing_nodes.discard(node)
+        if node == self.name or node in self.nodes:
+            return
+        self.nodes.add(node)
+        for watcher_id in list(self.node_watchers):
+            watcher = self.procs.get(watcher_id)
+            if watcher is not None:
+                self._signal(watcher, NodeUp(node))
+
+    def _node_down(self, node: str, reason: Any) -> None:
+        """``node`` is gone: its names go, and links and monitors to and from its processes
+        fire with ``"noconnection"``."""
+        self.missing_nodes.discard(node)
+        if node not in self.nodes:
+            return
+        self.nodes.discard(node)
+        gone = [name for name, pid in self.global_names.items() if pid.node == node]
+        for name in gone:
+            del self.global_names[name]
+        if gone:
+            self.registry_generation.bump()
+        for proc in list(self.procs.values()):
+            for ref, target in list(proc.monitoring.items()):
+                if type(target) is not int and (target.node if type(target) is Pid else target[1]) == node:
+                    del proc.monitoring[ref]
+                    self._signal(proc, Down(ref, target, NOCONNECTION))
+            for ref, (watcher, _) in list(proc.monitored_by.items()):
+                if type(watcher) is Pid and watcher.node == node:
+                    del proc.monitored_by[ref]
+            for peer in [p for p in proc.links if type(p) is Pid and p.node == node]:
+                proc.links.discard(peer)
+                if proc.id in self.procs:
+                    self._exit_signal(proc, peer, NOCONNECTION, via_link=True)
+        for watcher_id in list(self.node_watchers):
+            watcher = self.procs.get(watcher_id)
+            if watcher is not None:
+                self._signal(watcher, NodeDown(node, reason))
+
+    # ops from the agents of other nodes
+
+    def _local(self, proc_id: int, creation: int | None) -> Proc | None:
+        if creation is not None and creation != self.creation:
+            return None
+        proc = self.procs.get(proc_id)
+        return proc if proc is not None and proc.kill_reason is None else None
+
+    def _remote_link(self, node: str, from_pid: Pid, proc_id: int, creation: int) -> None:
+        proc = self._local(proc_id, creation)
+        if proc is None:
+            self.link.to_agent(node, ["exit", from_pid.id, from_pid.creation, self.pid(proc_id), NOPROC, True])
+        else:
+            proc.links.add(from_pid)
+
+    def _remote_unlink(self, node: str, from_pid: Pid, proc_id: int) -> None:
+        proc = self.procs.get(proc_id)
+        if proc is not None:
+            proc.links.discard(from_pid)
+
+    def _remote_monitor(self, node: str, ref: Ref, watcher: Pid, target: int | str, creation: int | None) -> None:
+        if type(target) is str:
+            proc_id, obj = self.names.get(target), (target, self.name)
+            proc = self._local(proc_id, None) if proc_id is not None else None
+        else:
+            proc, obj = self._local(target, creation), Pid(self.name, target, creation)
+        if proc is None:
+            self.link.to_agent(node, ["down", watcher.id, ref, obj, NOPROC])
+        else:
+            proc.monitored_by[ref] = (watcher, obj)
+            self.remote_monitors[ref] = proc.id
+
+    def _remote_demonitor(self, node: str, ref: Ref, _target: Any) -> None:
+        proc = self.procs.get(self.remote_monitors.pop(ref, -1))
+        if proc is not None:
+            proc.monitored_by.pop(ref, None)
+
+    def _remote_exit(self, node: str, proc_id: int, creation: int, sender: Pid, reason: Any, via_link: bool) -> None:
+        proc = self._local(proc_id, creation)
+        if proc is None:
+            return
+        if via_link:
+            if sender not in proc.links:
+                return  # unlinked meanwhile
+            proc.links.discard(sender)
+        self._exit_signal(proc, sender, reason, via_link)
+
+    def _remote_down(self, node: str, proc_id: int, ref: Ref, obj: Any, reason: Any) -> None:
+        proc = self.procs.get(proc_id)
+        if proc is not None and proc.monitoring.pop(ref, None) is not None:
+            self._signal(proc, Down(ref, obj, reason))
+
+    # requests from processes
+
+    def on_nodes(self, sender: int, tag: int) -> None:
+        self._reply(sender, tag, sorted(self.nodes))
+
+    def on_monitor_nodes(self, sender: int, flag: bool) -> None:
+        if flag:
+            self.node_watchers.add(sender)
+        else:
+            self.node_watchers.discard(sender)
+
+    def _cluster_request(self, sender: int, tag: int, op: list) -> bool:
+        """Pass a request on to the broker; answer False at once while the broker is out of
+        reach, and ``NOT_IN_CLUSTER`` on a node that joined none."""
+        if self.link is None:
+            self._reply(sender, tag, P.NOT_IN_CLUSTER)
+            return False
+        if not self.link.joined:
+            self._reply(sender, tag, False)
+            return False
+        self.link.send_op(op)
+        return True
+
+    def on_register_name(self, sender: int, tag: int, name: str, pid: Pid) -> None:
+        self._cluster_request(sender, tag, ["register_name", sender, tag, name, pid])
+
+    def on_unregister_name(self, sender: int, tag: int, name: str) -> None:
+        if self.link is None or not self.link.joined:
+            self._reply(sender, tag, None if self.link else P.NOT_IN_CLUSTER)
+            return
+        self.link.send_op(["unregister_name", sender, tag, name])
+
+    def on_global_whereis(self, sender: int, tag: int, name: str) -> None:
+        self._reply(sender, tag, self.global_names.get(name) if self.link else P.NOT_IN_CLUSTER)
+
+    def on_global_names(self, sender: int, tag: int) -> None:
+        self._reply(sender, tag, sorted(self.global_names) if self.link else P.NOT_IN_CLUSTER)
+
+    def on_set_lock(self, sender: int, tag: int, resource: bytes, wait: bool) -> None:
+        if self._cluster_request(sender, tag, ["set_lock", sender, tag, resource, self.pid(sender), bool(wait)]):
+            self.lock_requests[(sender, tag)] = resource
+
+    def on_del_lock(self, sender: int, resource: bytes) -> None:
+        if self.held_locks.get(resource) == sender:
+            del self.held_locks[resource]
+        if self.link is not None and self.link.joined:
+            self.link.send_op(["del_lock", resource, self.pid(sender)])
+
     # ----------------------------------------------------------------- shutdown
 
     def shutdown(self) -> None:
         """Kill every process of the node, reap them, remove the run directory."""
+        if self.link is not None:
+            self.link.close(leaving=True)
         if self.zygote_pid:
             try:
                 forkserver.send_frame(self.zygote, [P.Z_STOP])
@@ -479,7 +880,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--preload", action="append", default=[])
+    parser.add_argument("--broker", default=None)
     args = parser.parse_args(argv)
+    cookie = os.environ.pop("OTP_AGENT_COOKIE", None)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.path[:] = json.loads(os.environ.get("OTP_SYS_PATH", "[]")) or sys.path
     forkserver.become_subreaper()
@@ -491,7 +894,15 @@ def main(argv: list[str] | None = None) -> None:
         os.close(args.ready_fd)
         forkserver.serve(zygote_end, args.name, args.creation, args.rundir, args.preload)
     zygote_end.close()
-    agent = Agent(args.name, args.creation, args.rundir, zygote_pid, agent_end, args.parent_fd)
+    agent = Agent(args.name, args.creation, args.rundir, zygote_pid, agent_end, args.parent_fd,
+                  broker=args.broker, cookie=cookie)
+    error = agent.join() if agent.link is not None else None
+    if error is not None:
+        os.write(args.ready_fd, f"error {error}\n".encode())
+        os.close(args.ready_fd)
+        agent.stopping = True
+        agent.shutdown()
+        return
     os.write(args.ready_fd, f"ready {zygote_pid}\n".encode())
     os.close(args.ready_fd)
     agent.run()

@@ -30,11 +30,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from otp.errors import AlreadyStarted, CallTimeout, ExitError, NodeError, NoProc, StartError, Stop, Timeout
+from otp.errors import AlreadyStarted, CallTimeout, ExitError, NoProc, StartError, Stop, Timeout
 from otp.funcref import function_reference, load_function
 from otp.runtime import CallDown, current
 from otp.signals import exception_reason, is_abnormal
-from otp.terms import NOPROC, NORMAL, Exit, Pid, Ref
+from otp.terms import NOCONNECTION, NOPROC, NORMAL, Exit, Pid, Ref
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ def call(server: Any, request: Any, timeout: float | str | None = DEFAULT_CALL_T
     if type(answer) is CallDown:
         if answer.reason == NOPROC:
             raise NoProc(server)
+        if answer.reason == NOCONNECTION:  # as Erlang: the call exits {nodedown, Node}
+            raise ExitError(("nodedown", pid.node if type(pid) is Pid else pid[1]))
         raise ExitError(answer.reason)
     return answer
 
@@ -176,11 +178,36 @@ def stop(server: Any, reason: Any = NORMAL, timeout: float | str | None = None) 
         raise ExitError(answer.reason)
 
 
-def _resolve(rt: Any, server: Any) -> Pid:
+def _resolve(rt: Any, server: Any) -> Pid | tuple[str, str]:
+    """The pid of ``server``, or the ``(name, node)`` pair of a name on another node (that
+    node resolves it)."""
     pid = rt.resolve(server)
-    if pid is None:
-        raise NoProc(server)  # a server on another node: not reachable until it is connected
-    return pid
+    return server if pid is None else pid
+
+
+def _is_global(name: Any) -> bool:
+    return type(name) is tuple and len(name) == 2 and name[0] == "global" and type(name[1]) is str and bool(name[1])
+
+
+def _whereis(rt: Any, name: Any) -> Pid | None:
+    return rt.global_whereis(name[1]) if _is_global(name) else rt.whereis(name)
+
+
+def _register(rt: Any, name: Any) -> bool:
+    if _is_global(name):
+        return rt.register_global(name[1], rt.pid)
+    try:
+        rt.register(name, rt.pid)
+        return True
+    except ValueError:
+        return False
+
+
+def _unregister(rt: Any, name: Any) -> None:
+    if _is_global(name):
+        rt.unregister_global(name[1])
+    else:
+        rt.unregister(name)
 
 
 def _self_pid() -> Pid:
@@ -192,14 +219,11 @@ def _self_pid() -> Pid:
 def _start(cls: type, args: tuple, name: Any, timeout: float | None, link: bool) -> Pid | None:
     if not (isinstance(cls, type) and issubclass(cls, GenServer)):
         raise TypeError(f"start needs a GenServer subclass; got {cls!r}")
-    if name is not None:
-        if type(name) is tuple and len(name) == 2 and name[0] == "global":
-            raise NodeError(f"cannot register {name!r}: global names need a node that joined a cluster")
-        if type(name) is not str or not name:
-            raise TypeError(f"a server name is a non-empty str or ('global', name); got {name!r}")
+    if name is not None and not _is_global(name) and (type(name) is not str or not name):
+        raise TypeError(f"a server name is a non-empty str or ('global', name); got {name!r}")
     rt = current()
     if name is not None:
-        existing = rt.whereis(name)
+        existing = _whereis(rt, name)
         if existing is not None:
             raise AlreadyStarted(existing)
     # The new process answers at the ref of the monitor on it: if it dies first, the monitor's
@@ -236,18 +260,15 @@ def _serve(class_ref: list, args: tuple, name: str | None, starter: Pid, start_r
         # Erlang (OTP 26): a failed init unregisters and unlinks before it answers, so the
         # starter sees neither the name nor an exit signal.
         if name is not None and status != "already_started":
-            rt.unregister(name)
+            _unregister(rt, name)
         if linked:
             rt.unlink(starter)
         rt.reply((starter, start_ref), (status, detail))
         if reason != NORMAL:
             raise ExitError(reason)
 
-    if name is not None:
-        try:
-            rt.register(name, rt.pid)
-        except ValueError:
-            return refuse("already_started", rt.whereis(name), NORMAL)
+    if name is not None and not _register(rt, name):
+        return refuse("already_started", _whereis(rt, name), NORMAL)
     server = load_function(class_ref)()
     try:
         result = server.init(*args)

@@ -29,6 +29,7 @@ import zmq
 
 from otp import codec, runtime
 from otp import protocol as P
+from otp.cookie import resolve_cookie
 from otp.errors import NodeError
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,16 @@ class Node:
         """``preload`` names modules the node's zygote imports once at start, so that the
         processes that run their functions start without importing them (as multiprocessing's
         ``set_forkserver_preload``). Their import must start no thread and no ZeroMQ context."""
-        if broker is not None:
-            raise NodeError("joining a broker is not available yet: run an unnamed or local node")
+        if broker is not None and name is None:
+            raise ValueError("a node that joins a broker needs a name")
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ValueError(f"a node name is a non-empty str without '/'; got {name!r}")
         if name is None:
             self.name = "nonode@nohost"
         else:
             self.name = name if "@" in name else f"{name}@{socket.gethostname()}"
-        self.cookie = cookie
+        self.broker = broker
+        self.cookie = resolve_cookie(cookie) if broker is not None else cookie
         self.preload = list(preload)
         self.rundir: str | None = None
         self.creation = secrets.randbits(31)
@@ -93,7 +95,7 @@ class Node:
             except BaseException:
                 shutil.rmtree(self.rundir, ignore_errors=True)
                 raise
-            self._ctx = runtime.new_context()
+            self._ctx = runtime.new_context(runtime.LARGE_MAX_SOCKETS)
             runtime.set_node(runtime.NodeContext(self.name, self.creation, self.rundir, self._ctx, os.getpid()))
             _running = self
         return self
@@ -106,6 +108,9 @@ class Node:
                "--rundir", self.rundir, "--parent-fd", str(liveness_r), "--ready-fd", str(ready_w)]
         for module in self.preload:
             cmd += ["--preload", module]
+        if self.broker is not None:
+            cmd += ["--broker", self.broker]
+            env["OTP_AGENT_COOKIE"] = self.cookie  # not on the command line, which others may read
         try:
             self._agent = subprocess.Popen(cmd, pass_fds=(liveness_r, ready_w), env=env,
                                            stdin=subprocess.DEVNULL, start_new_session=True)
@@ -120,6 +125,8 @@ class Node:
             self._agent.kill()
             self._agent.wait()
             os.close(self._liveness_w)
+            if line.startswith("error "):
+                raise NodeError(f"node {self.name} could not start: {line[6:].strip()}")
             raise NodeError(f"the agent of node {self.name} did not start (exit status {self._agent.returncode})")
         zygote_pid = int(line.split()[1])
         with open(os.path.join(self.rundir, _OWNER_FILE), "w") as f:

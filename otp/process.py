@@ -45,6 +45,17 @@ def node() -> str:
     return current().node.name
 
 
+def nodes() -> list[str]:
+    """The other nodes of the cluster that are up, as this node knows them."""
+    return current().nodes()
+
+
+def monitor_nodes(flag: bool) -> None:
+    """Subscribe the caller (``True``) to ``NodeUp(node)`` and ``NodeDown(node, reason)``
+    messages, or unsubscribe it (``False``), as Erlang's ``net_kernel:monitor_nodes``."""
+    current().monitor_nodes(flag)
+
+
 def send(dest: Any, msg: Any) -> None:
     """Send ``msg`` to a Pid, a registered name, ``(name, node)`` or ``("global", name)``.
 
@@ -81,9 +92,11 @@ def unlink(pid: Pid) -> None:
 
 
 def monitor(target: Any) -> Ref:
-    """Monitor a pid or a registered name; a ``Down(ref, pid, reason)`` arrives when it dies.
+    """Monitor a pid, a registered name or ``(name, node)``; a ``Down(ref, pid, reason)``
+    arrives when it dies.
 
-    A target that is not alive delivers ``Down(ref, target, "noproc")`` at once.
+    A target that is not alive delivers ``Down(ref, target, "noproc")`` at once; one on a node
+    that is (or goes) down delivers ``Down(ref, target, "noconnection")``.
     """
     return current().monitor(target)
 

@@ -60,3 +60,25 @@ AGENT_ENDPOINT = "agent"
 def endpoint(rundir: str, name: str | int) -> str:
     """The ipc endpoint of a mailbox named ``name`` in the run directory."""
     return f"ipc://{rundir}/{name}"
+
+# ops to the agent for the cluster (see otp.broker)
+ROUTE = b"R"             # a multipart frame [ROUTE, node, dest, body] for a process of another node
+NODES = "nodes"          # tag -> reply [node names]
+MONITOR_NODES = "monitor_nodes"  # flag: NodeUp / NodeDown signals to the sender
+REGISTER_NAME = "register_name"  # tag, name, pid -> reply True | False
+UNREGISTER_NAME = "unregister_name"  # tag, name -> reply None
+GLOBAL_WHEREIS = "global_whereis"  # tag, name -> reply Pid | None
+GLOBAL_NAMES = "global_names"      # tag -> reply [names]
+SET_LOCK = "set_lock"    # tag, resource (codec bytes), wait -> reply True | False
+DEL_LOCK = "del_lock"    # resource (codec bytes)
+NOT_IN_CLUSTER = "not_in_cluster"  # the answer to a cluster request on a node that joined no broker
+
+# node agent <-> broker: multipart frames over one CURVE-encrypted DEALER -> ROUTER connection.
+# The first part says what the rest is.
+TO_PROCESS = ROUTE       # [TO_PROCESS, node, dest, body]: for a process of `node` (dest: codec Pid or name)
+TO_AGENT = b"A"          # [TO_AGENT, node, op]: agent to agent; the broker puts the sender's node in
+TO_BROKER = b"B"         # [TO_BROKER, op]: between a node and the broker, both ways
+MAX_NETWORK_FRAME = 16 * 2**20
+"""Largest frame part a broker or a node accepts from the network."""
+NODE_QUEUE = 100_000
+"""Frames queued on one broker connection before what follows is dropped."""

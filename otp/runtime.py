@@ -115,12 +115,12 @@ class Runtime:
         self._replies: dict[Any, Any] = {}   # answers by tag or ref (see await_answer)
         self._awaiting: set[Any] = set()
         self._cancelled_monitors: set[Ref] = set()
-        self._names: dict[str, tuple[Pid | None, int]] = {}   # whereis answers, by registry generation
+        self._names: dict[Any, tuple[Pid | None, int]] = {}   # whereis answers (local and global), by registry generation
         # Calls watch their server through one lasting monitor per server, made on the first
         # call and kept while it lives, so a call costs the agent nothing (see ``call``).
-        self._call_watches: dict[int, Ref] = {}        # server id -> monitor ref
-        self._watched_by_ref: dict[Ref, int] = {}
-        self._dead_servers: dict[int, Any] = {}       # server id -> exit reason (the latest few)
+        self._call_watches: dict[Pid, Ref] = {}        # server -> monitor ref
+        self._watched_by_ref: dict[Ref, Pid] = {}
+        self._dead_servers: dict[Pid, Any] = {}       # server -> exit reason (the latest few)
         self._serials = itertools.count(1)
         self._trapping = False
         self._killed: Any = None
@@ -181,14 +181,24 @@ class Runtime:
     def send(self, dest: Any, msg: Any) -> None:
         frame = codec.encode(msg)
         pid = dest if type(dest) is Pid else self.resolve(dest)
-        if pid is None:
-            return  # a name on another node: dropped until the node is connected
+        if pid is None:  # (name, node) of another node: its agent resolves the name
+            self._route(dest[1], dest[0], frame)
+            return
         if not self.node.is_local(pid):
-            return  # another node or an old run of this one: dropped, as Erlang does
+            self._route(pid.node, pid, frame)
+            return
         if pid.id == self.id:
             self._mailbox.put(codec.decode(frame))
             return
         self._deliver(pid.id, frame)
+
+    def _route(self, node: str, dest: Pid | str, frame: bytes) -> None:
+        """Send a frame to a process of another node, through the agent and the broker (a node
+        outside a cluster, or an old run of this one, drops it, as Erlang drops what it cannot
+        deliver)."""
+        if node == self.node.name:
+            return
+        self._agent.send_multipart([P.ROUTE, node.encode(), codec.encode(dest), frame])
 
     def _deliver(self, proc_id: int, frame: bytes) -> None:
         sock = self._peers.get(proc_id)
@@ -241,8 +251,9 @@ class Runtime:
             sock.close(linger=0)
 
     def resolve(self, dest: Any) -> Pid | None:
-        """The pid behind a Pid, a local name or ``(name, node)``; None for a name on another
-        node (not connected yet). Raises ``NoProc`` for a name that is not registered."""
+        """The pid behind a Pid, a local name, ``(name, node)`` or ``("global", name)``; None
+        for a name on another node (that node resolves it). Raises ``NoProc`` for a name that
+        is not registered."""
         if type(dest) is Pid:
             return dest
         if type(dest) is str:
@@ -250,10 +261,11 @@ class Runtime:
         elif type(dest) is tuple and len(dest) == 2 and type(dest[0]) is str and type(dest[1]) is str:
             name, node = dest
             if name == "global":
-                raise NoProc(dest)  # no global name exists until the node joins a cluster
-            if node != self.node.name:
+                pid = self.global_whereis(node)
+            elif node != self.node.name:
                 return None
-            pid = self.whereis(name)
+            else:
+                pid = self.whereis(name)
         else:
             raise TypeError(f"expected a Pid, a name, (name, node) or ('global', name); got {dest!r}")
         if pid is None:
@@ -354,17 +366,17 @@ class Runtime:
                 self._handle(frame)
         for sig in signals:
             if type(sig) is Down:
-                server_id = self._watched_by_ref.pop(sig.ref, None)
-                if server_id is not None:
-                    self._call_watches.pop(server_id, None)
-                    self._note_dead_server(server_id, sig.reason)
+                server = self._watched_by_ref.pop(sig.ref, None)
+                if server is not None:
+                    self._call_watches.pop(server, None)
+                    self._note_dead_server(server, sig.reason)
                     continue
                 if sig.ref in self._awaiting:
                     self._replies.setdefault(sig.ref, CallDown(sig.reason))
                     continue
                 if sig.ref in self._cancelled_monitors:
                     continue
-            if type(sig) in (Down, Exit) and type(sig.pid) is Pid:
+            if type(sig) in (Down, Exit) and type(sig.pid) is Pid and self.node.is_local(sig.pid):
                 self._forget_peer(sig.pid.id)
             self._mailbox.put(sig)
 
@@ -400,10 +412,10 @@ class Runtime:
         except Timeout:
             raise NodeError(f"the node agent did not answer within {REQUEST_TIMEOUT} s") from None
 
-    def await_answer(self, key: Any, timeout: float | None, server_id: int | None = None) -> Any:
+    def await_answer(self, key: Any, timeout: float | None, server: Pid | None = None) -> Any:
         """Wait for the answer keyed ``key``: a reply (``reply``) to it, or, when ``key`` is
         the ref of a monitor, that monitor's ``Down``, returned as a ``CallDown``, as is the
-        death of the watched ``server_id`` (see ``call``). The first answer counts; one that
+        death of the watched ``server`` (see ``call``). The first answer counts; one that
         comes once nobody waits is dropped. Raises ``Timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -411,8 +423,8 @@ class Runtime:
         self._awaiting.add(key)
         try:
             while key not in replies:
-                if server_id in dead:
-                    return CallDown(dead[server_id])
+                if server in dead:
+                    return CallDown(dead[server])
                 frame = self._next_frame(deadline)
                 if frame is None:
                     raise Timeout(f"no answer within {timeout} s")
@@ -431,37 +443,35 @@ class Runtime:
         call. One difference: a server that died just before the call, its Down not yet read,
         fails the call with its exit reason where Erlang would say ``noproc``.
         """
-        if not self.node.is_local(pid):
+        if pid in self._dead_servers:
             return CallDown(NOPROC)
-        server_id = pid.id
-        if server_id in self._dead_servers:
-            return CallDown(NOPROC)
-        if server_id not in self._call_watches:
+        if pid not in self._call_watches:
             if len(self._call_watches) >= CALL_WATCHES:
-                old_id, old_ref = next(iter(self._call_watches.items()))
-                del self._call_watches[old_id], self._watched_by_ref[old_ref]
+                old_pid, old_ref = next(iter(self._call_watches.items()))
+                del self._call_watches[old_pid], self._watched_by_ref[old_ref]
                 self.demonitor(old_ref, flush=False)
             ref = self.monitor(pid)
-            self._call_watches[server_id] = ref
-            self._watched_by_ref[ref] = server_id
+            self._call_watches[pid] = ref
+            self._watched_by_ref[ref] = pid
         self.send(pid, message)
-        return self.await_answer(key, timeout, server_id)
+        return self.await_answer(key, timeout, pid)
 
-    def _note_dead_server(self, server_id: int, reason: Any) -> None:
+    def _note_dead_server(self, server: Pid, reason: Any) -> None:
         dead = self._dead_servers
         if len(dead) >= CALL_WATCHES:
             del dead[next(iter(dead))]
-        dead[server_id] = reason
+        dead[server] = reason
 
     def reply(self, caller: tuple[Pid, Any], value: Any) -> None:
         """Answer ``caller`` (a ``(pid, key)`` pair) with ``value``, for its ``await_answer``."""
         pid, key = caller
         frame = P.CONTROL_PREFIX + codec.encode([P.REPLY, key, value])
-        if self.node.is_local(pid):
-            if pid.id == self.id:
-                self._handle(frame)
-            else:
-                self._deliver(pid.id, frame)
+        if not self.node.is_local(pid):
+            self._route(pid.node, pid, frame)
+        elif pid.id == self.id:
+            self._handle(frame)
+        else:
+            self._deliver(pid.id, frame)
 
     # ----------------------------------------------------------------- node tables
 
@@ -480,32 +490,38 @@ class Runtime:
         _check_pid(pid)
         if pid == self.pid:
             return
-        if self.node.is_local(pid):
-            # The agent answers "noproc" only to a caller that does not trap exits; one that
-            # does gets Exit(pid, "noproc") as a message instead.
-            if self._request(P.LINK, pid.id) != NOPROC:
-                return
-        elif self._trapping:
-            self._mailbox.put(Exit(pid, NOPROC))
+        # The agent answers "noproc" only to a caller that does not trap exits; one that
+        # does gets Exit(pid, "noproc") as a message instead. A process of another node is
+        # linked at once; if it is not there, its node sends the exit signal "noproc".
+        if self._request(P.LINK, self._peer(pid)) != NOPROC:
             return
         raise NoProc(pid)
 
+    def _peer(self, pid: Pid) -> int | Pid:
+        """How the agent names ``pid``: its id if local, else the Pid itself."""
+        return pid.id if self.node.is_local(pid) else pid
+
     def unlink(self, pid: Pid) -> None:
         _check_pid(pid)
-        if self.node.is_local(pid) and pid != self.pid:
-            self._to_agent([P.UNLINK, self.id, pid.id])
+        if pid != self.pid:
+            self._to_agent([P.UNLINK, self.id, self._peer(pid)])
 
     def monitor(self, target: Any) -> Ref:
+        """Monitor a Pid, a local name or ``(name, node)``."""
         ref = self.make_ref()
         if type(target) is Pid:
-            if self.node.is_local(target):
-                self._to_agent([P.MONITOR, self.id, ref, target.id])
-            else:
-                self._mailbox.put(Down(ref, target, NOPROC))
+            self._to_agent([P.MONITOR, self.id, ref, self._peer(target)])
         elif type(target) is str:
             self._to_agent([P.MONITOR, self.id, ref, target])
+        elif type(target) is tuple and len(target) == 2 and type(target[0]) is str and type(target[1]) is str:
+            if target[0] == "global":
+                self._to_agent([P.MONITOR, self.id, ref, self._peer(self.resolve(target))])
+            elif target[1] == self.node.name:
+                self._to_agent([P.MONITOR, self.id, ref, target[0]])
+            else:
+                self._to_agent([P.MONITOR, self.id, ref, list(target)])
         else:
-            raise TypeError(f"monitor needs a Pid or a registered name; got {target!r}")
+            raise TypeError(f"monitor needs a Pid, a registered name or (name, node); got {target!r}")
         return ref
 
     def demonitor(self, ref: Ref, flush: bool) -> None:
@@ -524,8 +540,7 @@ class Runtime:
                 self._mailbox.put(Exit(pid, reason))
                 return
             self._die(KILLED if reason == KILL else reason)
-        if self.node.is_local(pid):
-            self._to_agent([P.EXIT, self.id, pid.id, reason])
+        self._to_agent([P.EXIT, self.id, self._peer(pid), reason])
 
     def trap_exit(self, flag: bool) -> bool:
         old, self._trapping = self._trapping, bool(flag)
@@ -565,6 +580,56 @@ class Runtime:
     def registered(self) -> list[str]:
         return self._request(P.REGISTERED)
 
+    # ----------------------------------------------------------------- the cluster
+
+    def nodes(self) -> list[str]:
+        return self._request(P.NODES)
+
+    def monitor_nodes(self, flag: bool) -> None:
+        self._to_agent([P.MONITOR_NODES, self.id, bool(flag)])
+
+    def register_global(self, name: str, pid: Pid) -> bool:
+        _check_name(name)
+        _check_pid(pid)
+        return _in_cluster(self._request(P.REGISTER_NAME, name, pid))
+
+    def unregister_global(self, name: str) -> None:
+        _check_name(name)
+        _in_cluster(self._request(P.UNREGISTER_NAME, name))
+
+    def global_whereis(self, name: str) -> Pid | None:
+        """The pid registered as ``name`` in the cluster, from the node's replica of the table
+        (kept per registry generation, as local names are)."""
+        _check_name(name)
+        key = ("global", name)
+        generation = self.node.registry_generation()
+        known = self._names.get(key)
+        if known is not None and generation is not None and known[1] == generation:
+            return known[0]
+        pid = _in_cluster(self._request(P.GLOBAL_WHEREIS, name))
+        if generation is not None:
+            if len(self._names) >= NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[key] = (pid, generation)
+        return pid
+
+    def global_names(self) -> list[str]:
+        return _in_cluster(self._request(P.GLOBAL_NAMES))
+
+    def set_lock(self, resource: bytes, wait: bool) -> bool:
+        """Take the cluster lock ``resource`` (waiting at the broker if ``wait``)."""
+        if wait:
+            return _in_cluster(self._request_unbounded(P.SET_LOCK, resource, wait))
+        return _in_cluster(self._request(P.SET_LOCK, resource, wait))
+
+    def del_lock(self, resource: bytes) -> None:
+        self._to_agent([P.DEL_LOCK, self.id, resource])
+
+    def _request_unbounded(self, op: str, *args: Any) -> Any:
+        tag = next(self._serials)
+        self._to_agent([op, self.id, tag, *args])
+        return self.await_answer(tag, None)
+
     def is_alive(self, pid: Pid) -> bool:
         _check_pid(pid)
         return self.node.is_local(pid) and self._request(P.IS_ALIVE, pid.id)
@@ -577,6 +642,12 @@ class Runtime:
 
 
 _attach_serials = itertools.count(1)
+
+
+def _in_cluster(answer: Any) -> Any:
+    if answer == P.NOT_IN_CLUSTER:
+        raise NodeError("global names and locks need a node in a cluster: start it with otp.Node(name, broker=...)")
+    return answer
 
 
 def _check_pid(pid: Any) -> None:
@@ -658,13 +729,18 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 MAX_SOCKETS = 4096
-"""Sockets one ZeroMQ context may hold (libzmq's default, 1,023, is one supervisor's worth)."""
+"""Sockets a process's ZeroMQ context may hold: its peers (at most ``PEER_CACHE_SIZE``), its
+mailbox and its agent link. libzmq touches memory for every slot when a context starts: 65,536
+slots cost each process 0.75 MB more."""
+LARGE_MAX_SOCKETS = 65_536
+"""Sockets the node agent's context may hold (one per process of the node), and an embedding
+program's (each of its threads is a process with its own peers)."""
 
 
-def new_context() -> zmq.Context:
-    """A ZeroMQ context for this OS process, sized for large nodes."""
+def new_context(max_sockets: int = MAX_SOCKETS) -> zmq.Context:
+    """A ZeroMQ context for this OS process (libzmq's default of 1,023 sockets is too few)."""
     ctx = zmq.Context()
-    ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
+    ctx.set(zmq.MAX_SOCKETS, max_sockets)
     return ctx
 
 

@@ -5,7 +5,7 @@ PROCESS_API = {"spawn", "spawn_link", "spawn_monitor", "self", "send", "receive"
                "monitor", "demonitor", "exit", "trap_exit", "register", "unregister", "whereis",
                "registered", "is_alive", "os_pid"}
 TERMS = {"Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown"}
-NODES = {"Node", "node"}
+NODES = {"Node", "Broker", "node", "nodes", "monitor_nodes", "cluster"}
 ERRORS = {"OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
           "ChildSpecError", "SupervisorError", "NodeError", "DecodeError"}
 SUPERVISOR = {"Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor"}
