@@ -354,6 +354,11 @@ class Agent:
         if proc.id in self.broker_watched:
             self.broker_watched.discard(proc.id)
             self.link.send_op(["proc_down", pid, reason])
+            names = [name for name, owner in self.global_names.items() if owner == pid]
+            for name in names:  # gone here at once; the broker tells the other nodes
+                del self.global_names[name]
+            if names:
+                self.registry_generation.bump()
         if self.held_locks:
             for resource in [r for r, owner in self.held_locks.items() if owner == proc.id]:
                 del self.held_locks[resource]

@@ -279,8 +279,8 @@ class Broker:
             self.router.send_multipart([node.identity, *parts], zmq.NOBLOCK)
         except zmq.Again:
             self._dropped(f"the queue to {node.name} is full")
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: its connection is gone
-            self._dropped(f"{node.name} is unreachable ({exc})")
+        except zmq.ZMQError:  # EHOSTUNREACH: its connection is gone; the heartbeat will tell
+            log.debug("broker dropped a frame to %s: its connection is gone", node.name)
 
     def _to_node(self, node: _Node, op: list) -> None:
         self._send(node, [P.TO_BROKER, codec.encode(op)])

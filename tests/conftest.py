@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import types
 
 import psutil
 import pytest
@@ -46,3 +47,22 @@ def node():
     """A fresh, unnamed node; the test's thread is one of its processes."""
     with otp.Node() as n:
         yield n
+
+
+@pytest.fixture
+def cluster():
+    """A broker (in this program, tick 1 s), this program as node ``test`` joined to it, and
+    ``start(name)`` for more nodes, each in its own process tree; all stopped at the end."""
+    from tests.cluster import COOKIE, RemoteNode
+    remotes = []
+    with otp.Broker("tcp://127.0.0.1:0", cookie=COOKIE, tick=1.0) as broker:
+        def start(name):
+            remote = RemoteNode(name, broker.address)
+            remotes.append(remote)
+            return remote
+        with otp.Node("test", cookie=COOKIE, broker=broker.address) as node:
+            try:
+                yield types.SimpleNamespace(broker=broker, node=node, start=start)
+            finally:
+                for remote in remotes:
+                    remote.stop()
