@@ -93,6 +93,8 @@ class Broker:
         self.on_ready: Any = None       # called with the bound address, from the broker's thread
         self.dropped = 0
         self.malformed = 0
+        self.refused = 0
+        self._last_refusal_log = -1e9
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -391,8 +393,12 @@ class Broker:
                 self.probe_started = time.monotonic()
                 self._broadcast(["ping"])
         else:
-            log.warning("broker refused a connection on %s: the CURVE handshake failed "
-                        "(a node with another cookie, or not an otp node)", self.address)
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._last_refusal_log >= 10.0:  # a refused peer retries ten times a second
+                self._last_refusal_log = now
+                log.warning("broker refused a connection on %s: the CURVE handshake failed (a node "
+                            "with another cookie, or not an otp node; %d refused so far)", self.address, self.refused)
 
     def _end_probe(self) -> None:
         started, self.probe_started = self.probe_started, None

@@ -79,8 +79,8 @@ class BrokerLink:
             now = time.monotonic()
             if now - self._last_drop_log >= 1.0:
                 self._last_drop_log = now
-                log.warning("node %s dropped frames to the broker (%d so far): its queue is full",
-                            self.node_name, self.dropped)
+                log.warning("node %s dropped frames to the broker (%d so far): the broker is out of "
+                            "reach or its queue is full", self.node_name, self.dropped)
 
     def hello(self, names: list, locks: list, creation: int) -> None:
         self.last_hello = time.monotonic()

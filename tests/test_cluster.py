@@ -165,3 +165,135 @@ def test_a_lock_is_released_when_its_holder_dies_or_its_node_goes_down(cluster):
     assert otp.cluster.trans("M", lambda: "ran", retries=0) == otp.cluster.ABORTED
     a.kill()
     assert otp.cluster.trans("M", lambda: "ran") == "ran"
+
+
+def _answers(remote, timeout=1.0):
+    try:
+        return remote.run(cluster_procs.nodes, timeout=timeout) is not None
+    except otp.Timeout:
+        return False
+
+
+def test_a_broker_killed_and_restarted_loses_no_name_and_traffic_resumes():
+    from tests.cluster import COOKIE, BrokerProcess, RemoteNode, free_tcp_address, wait_for
+    address = free_tcp_address()
+    broker = BrokerProcess(address)
+    try:
+        with otp.Node("test", cookie=COOKIE, broker=address):
+            a = RemoteNode("a", address)
+            try:
+                theirs = a.run(cluster_procs.start_global_echo, "theirs")
+                mine = Echo.start(name=("global", "mine"))
+                broker.kill()
+                broker = BrokerProcess(address)
+                wait_for(lambda: _answers(a), what="a call through the restarted broker")
+                wait_for(lambda: a.run(cluster_procs.whereis_name, "mine") == mine, what="'mine' back on a")
+                assert otp.cluster.whereis_name("theirs") == theirs
+                assert otp.call(("global", "theirs"), ("echo", "again")) == "again"
+                assert a.run(cluster_procs.call, ("global", "mine"), ("echo", "too")) == "too"
+                assert sorted(otp.cluster.registered_names()) == ["mine", "theirs"]
+            finally:
+                a.stop()
+    finally:
+        broker.stop()
+
+
+def test_a_partition_healing_with_a_name_on_both_sides_keeps_exactly_one(cluster):
+    import os
+    import signal
+    otp.monitor_nodes(True)
+    a = cluster.start("a")   # "a@..." sorts before "test@...": its pid keeps the name
+    otp.receive(match=lambda m: m == otp.NodeUp(a.name), timeout=10)
+    theirs = a.run(cluster_procs.start_global_echo, "dup")
+    os.kill(a.agent_os_pid, signal.SIGSTOP)      # a falls silent: a partition, as the broker sees it
+    try:
+        down = otp.receive(match=lambda m: isinstance(m, otp.NodeDown) and m.node == a.name, timeout=10)
+        assert down.reason == "net_tick_timeout"
+        assert otp.cluster.whereis_name("dup") is None
+        mine = Echo.start(name=("global", "dup"))  # the same name, registered on this side
+        ref = otp.monitor(mine)
+    finally:
+        os.kill(a.agent_os_pid, signal.SIGCONT)
+    otp.receive(match=lambda m: m == otp.NodeUp(a.name), timeout=10)
+    down = otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10)
+    assert down.reason == ("global_name_conflict", "dup")
+    assert otp.cluster.whereis_name("dup") == theirs
+    assert otp.call(("global", "dup"), ("echo", "survivor")) == "survivor"
+    otp.monitor_nodes(False)
+
+
+def test_malformed_unknown_and_oversized_frames_do_not_crash_the_broker(cluster):
+    import zmq
+    from otp import codec
+    from otp.cookie import BROKER_ROLE, curve_keypair, node_role
+    from tests.cluster import COOKIE
+    a = cluster.start("a")
+    ctx = zmq.Context()
+    try:
+        broker_key = curve_keypair(COOKIE, BROKER_ROLE)[0]
+        raw = ctx.socket(zmq.DEALER)
+        raw.curve_serverkey = broker_key
+        raw.curve_publickey, raw.curve_secretkey = curve_keypair(COOKIE, node_role("raw@x"))
+        raw.connect(cluster.broker.address)
+        for parts in ([b"B", b"\xc1"], [b"B", b""], [b"Z"], [b"R", b"a"], [b"A", b"x", b"\x93\x01"],
+                      [b"B", codec.encode(["hello", 1, 2])],
+                      [b"B", codec.encode(["hello", "raw@x", 1, [["n", 5]], []])],
+                      [b"B", codec.encode(["no_such_op"])],
+                      [b"B", codec.encode(["register_name", 1, 2, "n", "not a pid"])],
+                      [b"R", b"nowhere", b"\xc1", b""], [b"B", b"\x91" * 100_000]):
+            raw.send_multipart(parts)
+        plain = ctx.socket(zmq.DEALER)                      # no CURVE at all: refused at the handshake
+        plain.connect(cluster.broker.address)
+        plain.send(b"hello?")
+        huge = ctx.socket(zmq.DEALER)                       # bigger than the broker takes: cut off
+        huge.curve_serverkey = broker_key
+        huge.curve_publickey, huge.curve_secretkey = curve_keypair(COOKIE, node_role("huge@x"))
+        huge.connect(cluster.broker.address)
+        huge.send_multipart([b"B", b"\x00" * (otp.broker.P.MAX_NETWORK_FRAME + 1)])
+        pid = a.run(cluster_procs.start_global_echo, "still")
+        assert otp.call(("global", "still"), ("echo", "fine")) == "fine"
+        assert otp.call(pid, ("echo", "fine")) == "fine"
+        assert cluster.broker.malformed >= 8
+    finally:
+        ctx.destroy(linger=0)
+
+
+def _netns_unavailable():
+    from tests.cluster import NetworkNamespace
+    import shutil
+    if shutil.which("ip") is None:
+        return "no 'ip' command (iproute2) on this machine"
+    return NetworkNamespace.unavailable()
+
+
+_NETNS_UNAVAILABLE = _netns_unavailable()
+
+
+@pytest.mark.skipif(_NETNS_UNAVAILABLE is not None, reason=f"no real partition: {_NETNS_UNAVAILABLE}")
+def test_a_real_partition_in_a_network_namespace_heals_with_one_name_kept():
+    from tests.cluster import COOKIE, NetworkNamespace, RemoteNode
+    netns = NetworkNamespace()
+    try:
+        with otp.Broker(f"tcp://{netns.host_ip}:0", cookie=COOKIE, tick=1.0) as broker:
+            with otp.Node("test", cookie=COOKIE, broker=broker.address):
+                otp.monitor_nodes(True)
+                a = RemoteNode("a", broker.address, prefix=netns.exec_prefix)
+                try:
+                    otp.receive(match=lambda m: m == otp.NodeUp(a.name), timeout=10)
+                    theirs = a.run(cluster_procs.start_global_echo, "dup")
+                    netns.cut()
+                    down = otp.receive(match=lambda m: isinstance(m, otp.NodeDown) and m.node == a.name, timeout=10)
+                    assert down.reason in ("net_tick_timeout", "connection_closed")
+                    mine = Echo.start(name=("global", "dup"))
+                    ref = otp.monitor(mine)
+                    netns.heal()
+                    otp.receive(match=lambda m: m == otp.NodeUp(a.name), timeout=30)
+                    down = otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10)
+                    assert down.reason == ("global_name_conflict", "dup")
+                    assert otp.cluster.whereis_name("dup") == theirs
+                    assert otp.call(("global", "dup"), ("echo", "across")) == "across"
+                finally:
+                    otp.monitor_nodes(False)
+                    a.stop()
+    finally:
+        netns.delete()
