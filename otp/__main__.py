@@ -1,4 +1,10 @@
-"""Command line: ``python -m otp demo`` and ``python -m otp broker --bind tcp://HOST:PORT``."""
+"""Command line.
+
+    python -m otp demo                                   # the quick start
+    python -m otp broker --bind tcp://HOST:PORT          # a broker that nodes join
+    python -m otp run MODULE:FUNC [ARG...] --name N --cookie C --broker ADDR
+    python -m otp shell --name N --cookie C --broker ADDR   # a Python prompt inside a node
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="a supervision tree from the article: crashes injected, restarts shown")
     commands.add_parser("broker", help="run a broker that nodes join (see python -m otp broker --help)",
                         add_help=False)
+    for command, text in (("run", "start a node and run MODULE:FUNC as its first process"),
+                          ("shell", "start a node and open a Python prompt as its first process")):
+        sub = commands.add_parser(command, help=text)
+        if command == "run":
+            sub.add_argument("target", metavar="MODULE:FUNC")
+            sub.add_argument("args", nargs="*", help="passed to FUNC as strings")
+        sub.add_argument("--name", default=None, help="node name (name or name@host)")
+        sub.add_argument("--cookie", default=None, help="the cluster's cookie (default: $OTP_COOKIE or ~/.otp.cookie)")
+        sub.add_argument("--broker", default=None, help="the broker to join, e.g. tcp://127.0.0.1:4370")
+        sub.add_argument("--preload", action="append", default=[], help="module the node's processes start with")
     args, rest = parser.parse_known_args(argv)
     if args.command == "broker":
         from otp import broker
@@ -24,7 +40,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from otp import demo
         return demo.main()
+    if args.command in ("run", "shell"):
+        return _run_node(args)
     return 2
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    """Start a node, run the target (or a prompt) in the main thread, stop the node after."""
+    import code
+    import importlib
+    import signal
+
+    import otp
+
+    if args.command == "run":
+        module, _, qualname = args.target.partition(":")
+        func = importlib.import_module(module)
+        for part in qualname.split("."):
+            func = getattr(func, part)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with otp.Node(args.name, cookie=args.cookie, broker=args.broker, preload=args.preload) as node:
+        if args.command == "shell":
+            code.interact(banner=f"otp node {node.name} (otp.self() is {otp.self()}); Ctrl-D stops it",
+                          local={"otp": otp}, exitmsg="")
+            return 0
+        result = func(*args.args)
+    return result if type(result) is int else 0
 
 
 if __name__ == "__main__":

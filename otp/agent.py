@@ -36,6 +36,9 @@ from otp.terms import NOCONNECTION, NOPROC, Down, Exit, NodeDown, NodeUp, Pid, R
 log = logging.getLogger("otp.agent")
 
 ZYGOTE_STOP_TIMEOUT = 2.0
+DRAIN_BATCH = 1000
+"""Frames the agent takes from one source before it looks at the others (a flood of traffic
+must not starve the heartbeats)."""
 
 
 @dataclass(eq=False)
@@ -101,6 +104,7 @@ class Agent:
         self.rejoin_deadline: float | None = None  # nodes not back by then are down (broker restart)
         self.missing_nodes: set[str] = set()
         self.remote_monitors: dict[Ref, int] = {}  # ref -> the local process a remote one watches
+        self.route_dests: dict[bytes, int] = {}    # encoded Pid of ours -> its id (for batches)
         self.handlers = self._handlers()
 
     def pid(self, proc_id: int) -> Pid:
@@ -138,19 +142,25 @@ class Agent:
         self.shutdown()
 
     def _drain_inbox(self, handlers: dict) -> None:
+        try:
+            self._take_inbox(handlers)
+        finally:
+            if self.link is not None:
+                self.link.flush_routes()
+
+    def _take_inbox(self, handlers: dict) -> None:
         inbox = self.inbox
-        while True:
+        for _ in range(DRAIN_BATCH):  # then the other sources get their turn
             try:
                 frame = inbox.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if frame == P.ROUTE:  # [ROUTE, node, dest, body] for a process of another node
-                parts = [frame]
-                while inbox.rcvmore and len(parts) < 5:
-                    parts.append(inbox.recv())
-                if len(parts) == 4 and self.link is not None:
-                    self.link.forward(parts)
+            if frame and frame[0] == P.ROUTE:  # for a process of another node: batched
+                if self.link is not None:
+                    self.link.queue_route(frame)
                 continue
+            if self.link is not None:
+                self.link.flush_routes()  # what a process sent before this request goes first
             try:
                 op, sender, *args = codec.decode(frame)
                 handler = handlers[op]
@@ -562,14 +572,14 @@ class Agent:
 
     def _drain_broker(self) -> None:
         link = self.link
-        for _ in range(10_000):
+        for _ in range(DRAIN_BATCH):
             parts = link.receive()
             if parts is None:
                 return
             try:
                 kind = parts[0]
-                if kind == P.TO_PROCESS and len(parts) == 4:
-                    self._deliver_remote(codec.decode(parts[2]), parts[3])
+                if kind == P.TO_PROCESS and len(parts) == 3:
+                    self._deliver_batch(parts[2])
                 elif kind == P.TO_AGENT and len(parts) == 3:
                     op, *args = codec.decode(parts[2])
                     getattr(self, f"_remote_{op}")(parts[1].decode(), *args)
@@ -583,18 +593,28 @@ class Agent:
             except Exception as exc:  # a bad frame from the network is dropped, never fatal
                 log.warning("node %s dropped a malformed frame from the broker: %r", self.name, exc)
 
-    def _deliver_remote(self, dest: Any, body: bytes) -> None:
-        if type(dest) is Pid:
-            if dest.node != self.name or dest.creation != self.creation:
-                return
-            proc = self.procs.get(dest.id)
-        elif type(dest) is str:
-            proc_id = self.names.get(dest)
-            proc = self.procs.get(proc_id) if proc_id is not None else None
-        else:
-            raise ValueError(f"not a destination: {dest!r:.80}")
-        if proc is not None:
-            self._send_frame(proc, body)
+    def _deliver_batch(self, batch: bytes) -> None:
+        """Hand each frame of a batch from another node to its process (dropped if it is gone)."""
+        known = self.route_dests
+        procs = self.procs
+        for dest_bytes, body in P.read_batch(batch):
+            proc_id = known.get(dest_bytes)
+            if proc_id is None:
+                dest = codec.decode(dest_bytes)
+                if type(dest) is str:  # a name: resolved each time, names move
+                    proc_id = self.names.get(dest)
+                elif type(dest) is Pid:
+                    if dest.node != self.name or dest.creation != self.creation:
+                        continue
+                    proc_id = dest.id
+                    if len(known) >= 100_000:
+                        known.clear()
+                    known[dest_bytes] = proc_id
+                else:
+                    raise ValueError(f"not a destination: {dest!r:.80}")
+            proc = procs.get(proc_id) if proc_id is not None else None
+            if proc is not None:
+                self._send_frame(proc, body)
 
     def _keep_time(self) -> None:
         link = self.link

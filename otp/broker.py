@@ -189,7 +189,7 @@ class Broker:
         self.probe_started: float | None = None
         self._keys: dict[str, bytes] = {}
         self._last_drop_log = 0.0
-        log.info("otp broker listening on %s", self.address)
+        log.debug("otp broker listening on %s", self.address)
         self._ready.set()
         if self.on_ready is not None:
             self.on_ready(self.address)
@@ -224,7 +224,7 @@ class Broker:
                 sock.close(linger=0)
 
     def _drain(self, router: zmq.Socket) -> None:
-        for _ in range(10_000):  # then let the timers run
+        for _ in range(1000):  # then let the timers and the other sockets run
             try:
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -248,12 +248,12 @@ class Broker:
         node = self.nodes.get(identity)
         if node is not None:
             node.last_heard = time.monotonic()
-        if kind == P.TO_PROCESS and len(parts) == 5:
+        if kind == P.TO_PROCESS and len(parts) == 4:
             if node is None:
                 return self._who_are_you(identity)
             dest = self.by_name.get(parts[2].bytes.decode())
-            if dest is not None:
-                self._send(dest, [P.TO_PROCESS, parts[2], parts[3], parts[4]])
+            if dest is not None:  # the batch goes on unread
+                self._send(dest, [P.TO_PROCESS, parts[2], parts[3]])
         elif kind == P.TO_AGENT and len(parts) == 4:
             if node is None:
                 return self._who_are_you(identity)

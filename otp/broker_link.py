@@ -57,6 +57,7 @@ class BrokerLink:
         self.last_hello = 0.0
         self._last_drop_log = 0.0
         self.dropped = 0
+        self._routes: dict[bytes, list[bytes]] = {}   # node -> queued batch entries
 
     # ----------------------------------------------------------------- sending
 
@@ -66,10 +67,23 @@ class BrokerLink:
     def to_agent(self, node: str, op: list) -> None:
         self._send([P.TO_AGENT, node.encode(), codec.encode(op)])
 
-    def forward(self, parts: list) -> None:
-        """Pass a ``[TO_PROCESS, node, dest, body]`` frame from a process on to the broker."""
+    def queue_route(self, frame: bytes) -> None:
+        """Take a route frame from a process; it goes out with the next ``flush_routes``."""
+        node, entry = P.split_route_frame(frame)
+        entries = self._routes.get(node)
+        if entries is None:
+            entries = self._routes[node] = []
+        entries.append(P.U32.pack(len(entry)))
+        entries.append(entry)
+
+    def flush_routes(self) -> None:
+        """Send what was queued, one batch per destination node (dropped while not joined)."""
+        if not self._routes:
+            return
+        routes, self._routes = self._routes, {}
         if self.joined:
-            self._send(parts)
+            for node, entries in routes.items():
+                self._send([P.TO_PROCESS, node, b"".join(entries)])
 
     def _send(self, parts: list) -> None:
         try:

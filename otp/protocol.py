@@ -15,6 +15,8 @@ need an answer carry a ``tag``; the agent answers with the control frame ``[REPL
 """
 from __future__ import annotations
 
+import struct
+
 RUNTIME = 0xC1
 SIGNAL_PREFIX = bytes([RUNTIME]) + b"s"
 CONTROL_PREFIX = bytes([RUNTIME]) + b"c"
@@ -62,7 +64,7 @@ def endpoint(rundir: str, name: str | int) -> str:
     return f"ipc://{rundir}/{name}"
 
 # ops to the agent for the cluster (see otp.broker)
-ROUTE = b"R"             # a multipart frame [ROUTE, node, dest, body] for a process of another node
+ROUTE = 0x52             # first byte of a frame for a process of another node (see route_frame_head)
 NODES = "nodes"          # tag -> reply [node names]
 MONITOR_NODES = "monitor_nodes"  # flag: NodeUp / NodeDown signals to the sender
 REGISTER_NAME = "register_name"  # tag, name, pid -> reply True | False
@@ -75,10 +77,53 @@ NOT_IN_CLUSTER = "not_in_cluster"  # the answer to a cluster request on a node t
 
 # node agent <-> broker: multipart frames over one CURVE-encrypted DEALER -> ROUTER connection.
 # The first part says what the rest is.
-TO_PROCESS = ROUTE       # [TO_PROCESS, node, dest, body]: for a process of `node` (dest: codec Pid or name)
+TO_PROCESS = b"R"        # [TO_PROCESS, node, batch]: frames for processes of `node` (see below)
 TO_AGENT = b"A"          # [TO_AGENT, node, op]: agent to agent; the broker puts the sender's node in
 TO_BROKER = b"B"         # [TO_BROKER, op]: between a node and the broker, both ways
 MAX_NETWORK_FRAME = 16 * 2**20
 """Largest frame part a broker or a node accepts from the network."""
 NODE_QUEUE = 100_000
 """Frames queued on one broker connection before what follows is dropped."""
+
+
+# Frames for processes of other nodes travel in batches: whatever a node's agent has for one
+# node when it looks goes out as one part, which the broker forwards without reading it, so a
+# flood costs one ZeroMQ message (and one CURVE box) per batch, not per frame.
+#
+#   route frame (process -> its agent):  ROUTE | u8 len(node) | node | entry
+#   entry:                               u16 len(dest) | dest (codec Pid or name) | body
+#   batch (agent -> broker -> agent):    (u32 len(entry) | entry)*
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+U32 = struct.Struct(">I")
+
+
+def route_frame_head(node: str, dest_bytes: bytes) -> bytes:
+    """What precedes the body in a route frame to ``dest`` (a codec Pid or name) on ``node``."""
+    node_bytes = node.encode()
+    if len(node_bytes) > 255 or len(dest_bytes) > 65535:
+        raise ValueError(f"node name or destination too long: {node!r}")
+    return bytes([ROUTE]) + _U8.pack(len(node_bytes)) + node_bytes + _U16.pack(len(dest_bytes)) + dest_bytes
+
+
+def split_route_frame(frame: bytes) -> tuple[bytes, bytes]:
+    """``(node, entry)`` of a route frame."""
+    end = 2 + frame[1]
+    return frame[2:end], frame[end:]
+
+
+def read_batch(batch: bytes):
+    """Yield ``(dest_bytes, body)`` of each entry of a batch; raises ValueError if malformed."""
+    view = memoryview(batch)
+    offset, size = 0, len(batch)
+    while offset < size:
+        if size - offset < 6:
+            raise ValueError("truncated batch")
+        (length,) = U32.unpack_from(batch, offset)
+        (dest_length,) = _U16.unpack_from(batch, offset + 4)
+        end = offset + 4 + length
+        if end > size or dest_length + 2 > length:
+            raise ValueError("truncated batch entry")
+        dest_end = offset + 6 + dest_length
+        yield batch[offset + 6:dest_end], view[dest_end:end]
+        offset = end

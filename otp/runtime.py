@@ -111,6 +111,7 @@ class Runtime:
         self._rcvtimeo = -1
         self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
         self._peers: dict[int, zmq.Socket] = {}
+        self._route_heads: dict[Any, bytes] = {}   # destination on another node -> route frame head
         self._mailbox = Mailbox()
         self._replies: dict[Any, Any] = {}   # answers by tag or ref (see await_answer)
         self._awaiting: set[Any] = set()
@@ -198,7 +199,12 @@ class Runtime:
         deliver)."""
         if node == self.node.name:
             return
-        self._agent.send_multipart([P.ROUTE, node.encode(), codec.encode(dest), frame])
+        head = self._route_heads.get(dest)
+        if head is None:
+            if len(self._route_heads) >= PEER_CACHE_SIZE:
+                self._route_heads.clear()
+            head = self._route_heads[dest] = P.route_frame_head(node, codec.encode(dest))
+        _send(self._agent, head + frame, 0)
 
     def _deliver(self, proc_id: int, frame: bytes) -> None:
         sock = self._peers.get(proc_id)
