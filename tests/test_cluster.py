@@ -297,3 +297,75 @@ def test_a_real_partition_in_a_network_namespace_heals_with_one_name_kept():
                     a.stop()
     finally:
         netns.delete()
+
+
+def test_the_cluster_watcher_reports_joins_and_leaves_with_their_reason(cluster):
+    from workers import cluster_watcher
+    cluster_watcher.start_link(otp.self())
+    a = cluster.start("a")
+    assert otp.receive(match=lambda m: isinstance(m, otp.NodeUp), timeout=10) == otp.NodeUp(a.name)
+    a.stop()
+    assert otp.receive(match=lambda m: isinstance(m, otp.NodeDown), timeout=10) == otp.NodeDown(a.name, "connection_closed")
+
+
+def test_the_cluster_watcher_prints_as_the_article_does(capsys):
+    from workers.cluster_watcher import ClusterWatcher
+    watcher = ClusterWatcher()
+    watcher.report = None
+    watcher.handle_info(otp.NodeUp("b@h"))
+    watcher.handle_info(otp.NodeDown("b@h", "net_tick_timeout"))
+    assert capsys.readouterr().out == "Node b@h joined the cluster\nNode b@h left: net_tick_timeout\n"
+
+
+def test_a_node_drops_malformed_frames_from_the_network_and_keeps_serving(tmp_path):
+    """A broker that knows the cookie but sends garbage: the node logs and drops each frame."""
+    import threading
+    import zmq
+    from otp import codec
+    from otp.cookie import BROKER_ROLE, curve_keypair
+    from tests.cluster import COOKIE, free_tcp_address
+    address = free_tcp_address()
+    ctx = zmq.Context()
+    zap = ctx.socket(zmq.REP)
+    zap.bind("inproc://zeromq.zap.01")
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server = True
+    router.curve_publickey, router.curve_secretkey = curve_keypair(COOKIE, BROKER_ROLE)
+    router.bind(address)
+    outcome = {}
+
+    def rogue_broker():
+        poller = zmq.Poller()
+        poller.register(zap, zmq.POLLIN)
+        poller.register(router, zmq.POLLIN)
+        while "pong" not in outcome:
+            events = dict(poller.poll(20_000))
+            if not events:
+                return
+            if zap in events:
+                request = zap.recv_multipart()
+                zap.send_multipart([request[0], request[1], b"200", b"OK", b"user", b""])
+            if router in events:
+                identity, kind, body = router.recv_multipart()
+                op = codec.decode(body)
+                if op[0] == "hello":
+                    router.send_multipart([identity, b"B", codec.encode(["welcome", 1, 3.0, [], []])])
+                    for garbage in ([b"B", b"\\xc1"], [b"B", codec.encode(["no_such_op"])], [b"Q"],
+                                    [b"R", b"x", b"\\x00\\x00\\x00\\x09\\x00"], [b"A", b"n", b"\\x93"],
+                                    [b"B", codec.encode(["reply", "x", "y", "z"])]):
+                        router.send_multipart([identity, *garbage])
+                    router.send_multipart([identity, b"B", codec.encode(["ping"])])
+                elif op[0] == "pong":
+                    outcome["pong"] = True
+
+    thread = threading.Thread(target=rogue_broker)
+    thread.start()
+    try:
+        with otp.Node("victim", cookie=COOKIE, broker=address):
+            thread.join(30)
+            assert outcome.get("pong"), "the node stopped answering after the garbage"
+            assert otp.call(Echo.start(), ("echo", "alive")) == "alive"
+    finally:
+        outcome["pong"] = True
+        thread.join(30)
+        ctx.destroy(linger=0)

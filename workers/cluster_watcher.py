@@ -1,20 +1,17 @@
-"""The article's cluster_watcher: logs each node that joins or leaves the cluster, with why.
+"""The article's cluster_watcher: prints each node that joins or leaves the cluster, with why.
 
-    ClusterWatcher.start_link(name="cluster_watcher")
+    cluster_watcher.start_link()
 
-Its log lines (logger ``workers.cluster_watcher``, level INFO for joins, WARNING for leaves):
+prints, as the article's ``io:format`` does:
 
     Node node_b@host joined the cluster
     Node node_b@host left: net_tick_timeout
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import otp
-
-log = logging.getLogger(__name__)
 
 
 class ClusterWatcher(otp.GenServer):
@@ -26,9 +23,9 @@ class ClusterWatcher(otp.GenServer):
 
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, otp.NodeUp):
-            log.info("Node %s joined the cluster", msg.node)
+            print(f"Node {msg.node} joined the cluster", flush=True)
         elif isinstance(msg, otp.NodeDown):
-            log.warning("Node %s left: %s", msg.node, msg.reason)
+            print(f"Node {msg.node} left: {msg.reason}", flush=True)
         else:
             return
         if self.report is not None:
