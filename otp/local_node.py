@@ -49,11 +49,17 @@ class Node:
 
     def __init__(self, name: str | None = None, cookie: str | None = None, broker: str | None = None,
                  preload: list[str] | tuple[str, ...] = ()) -> None:
-        """``preload`` names modules the node's zygote imports once at start, so that the
+        """``broker`` (a tcp endpoint) joins the node to a cluster (see ``otp.broker``); it then
+        needs a ``name`` and a cookie (``cookie``, else ``$OTP_COOKIE``, else ``~/.otp.cookie``),
+        and ``start`` raises ``NodeError`` if the broker refuses it or none answers.
+
+        ``preload`` names modules the node's zygote imports once at start, so that the
         processes that run their functions start without importing them (as multiprocessing's
         ``set_forkserver_preload``). Their import must start no thread and no ZeroMQ context."""
         if broker is not None and name is None:
             raise ValueError("a node that joins a broker needs a name")
+        if name is not None and isinstance(name, str) and len(name.encode()) > 200:
+            raise ValueError(f"a node name has at most 200 bytes; got {len(name.encode())}")
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ValueError(f"a node name is a non-empty str without '/'; got {name!r}")
         if name is None:
