@@ -30,6 +30,12 @@ def __getattr__(name: str):
     if name == "Broker":
         from otp.broker import Broker
         return Broker
+    if name == "jobs":
+        import otp.jobs
+        return otp.jobs
+    if name == "WorkerCrashed":
+        from otp.jobs import WorkerCrashed
+        return WorkerCrashed
     raise AttributeError(f"module 'otp' has no attribute {name!r}")
 
 
@@ -46,6 +52,8 @@ __all__ = [
     "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
     # nodes and the cluster
     "Node", "Broker", "node", "nodes", "monitor_nodes", "cluster",
+    # jobs
+    "jobs", "WorkerCrashed",
     # errors
     "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
     "ChildSpecError", "SupervisorError", "NodeError", "DecodeError",

@@ -9,11 +9,12 @@ NODES = {"Node", "Broker", "node", "nodes", "monitor_nodes", "cluster"}
 ERRORS = {"OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
           "ChildSpecError", "SupervisorError", "NodeError", "DecodeError"}
 SUPERVISOR = {"Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor"}
+JOBS = {"jobs", "WorkerCrashed"}
 GEN_SERVER = {"GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE"}
 
 
 def test_all_is_the_documented_api():
-    assert set(otp.__all__) == PROCESS_API | TERMS | NODES | ERRORS | GEN_SERVER | SUPERVISOR
+    assert set(otp.__all__) == PROCESS_API | TERMS | NODES | ERRORS | GEN_SERVER | SUPERVISOR | JOBS
     assert len(otp.__all__) == len(set(otp.__all__))
 
 
