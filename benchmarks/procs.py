@@ -140,3 +140,11 @@ class Announcer(otp.GenServer):
 
     def handle_call(self, request, caller):
         return request
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def sleep_seconds(seconds: float) -> None:
+    time.sleep(seconds)

@@ -4,6 +4,7 @@
     python -m otp broker --bind tcp://HOST:PORT          # a broker that nodes join
     python -m otp run MODULE:FUNC [ARG...] --name N --cookie C --broker ADDR
     python -m otp shell --name N --cookie C --broker ADDR   # a Python prompt inside a node
+    python -m otp jobs MODULE:FUNC --input FILE          # run a batch of jobs, JSON lines out
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="a supervision tree from the article: crashes injected, restarts shown")
     commands.add_parser("broker", help="run a broker that nodes join (see python -m otp broker --help)",
+                        add_help=False)
+    commands.add_parser("jobs", help="run MODULE:FUNC over a file of JSON argument lists (see python -m otp jobs --help)",
                         add_help=False)
     for command, text in (("run", "start a node and run MODULE:FUNC as its first process"),
                           ("shell", "start a node and open a Python prompt as its first process")):
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         from otp import broker
         broker.main(rest)
         return 0
+    if args.command == "jobs":
+        from otp import jobs
+        return jobs.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -199,3 +199,16 @@ def test_chaos_every_future_resolves_once_while_workers_are_killed():
                 crashed += 1
         assert kills and crashed <= len(kills)
         assert [f.result(20) for f in [runner.submit(job_funcs.inc, i) for i in range(100)]] == list(range(1, 101))
+
+
+def test_the_command_line_runs_a_file_of_jobs_in_order(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('[1, 2]\n[3, 4]\n\n["a", 1]\n[5]\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "otp", "jobs", "tests.job_funcs:add", "--input", str(source),
+                           "--workers", "2"], cwd=root, capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["3", "7"] and lines[3] == "5"
+    assert '"line": 4' in lines[2] and "TypeError" in lines[2]
+    assert done.returncode == 1
+    assert "4 jobs: 3 succeeded, 1 failed" in done.stderr
