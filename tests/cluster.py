@@ -142,13 +142,13 @@ class NetworkNamespace:
 
     @staticmethod
     def unavailable() -> str | None:
+        """None if a namespace with a veth link can be made here, else why not."""
         if os.geteuid() != 0:
             return "network namespaces need root"
-        name = f"otp-probe-{os.getpid()}"
-        probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-        if probe.returncode != 0:
-            return f"cannot make a network namespace here: {probe.stderr.strip()}"
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        try:
+            NetworkNamespace().delete()
+        except subprocess.CalledProcessError as exc:
+            return f"cannot make a network namespace with a veth link here: {exc.stderr.decode().strip()}"
         return None
 
     def cut(self) -> None:
