@@ -14,6 +14,7 @@ from otp.child_spec import ChildSpec, SupFlags, child_spec
 from otp.errors import (AlreadyStarted, CallTimeout, ChildSpecError, DecodeError, ExitError, NodeError, NoProc,
                         OtpError, StartError, Stop, SupervisorError, Timeout)
 from otp.gen_server import IGNORE, NOREPLY, GenServer, call, cast, reply, stop
+from otp.introspect import process_info, processes
 from otp.process import (demonitor, exit, is_alive, link, monitor, monitor_nodes, node, nodes, os_pid,
                          receive, register, registered, self, send, spawn, spawn_link, spawn_monitor,
                          trap_exit, unlink, unregister, whereis)
@@ -43,7 +44,7 @@ __all__ = [
     # processes
     "spawn", "spawn_link", "spawn_monitor", "self", "send", "receive", "link", "unlink",
     "monitor", "demonitor", "exit", "trap_exit", "register", "unregister", "whereis",
-    "registered", "is_alive", "os_pid",
+    "registered", "is_alive", "os_pid", "process_info", "processes",
     # gen_server
     "GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE",
     # supervisor

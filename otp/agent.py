@@ -59,6 +59,7 @@ class Proc:
     monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
     sock: zmq.Socket | None = None
     os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
+    info: dict = field(default_factory=dict)   # facts for process_info (behaviour, supervisor, restarts)
 
 
 class Agent:
@@ -185,6 +186,8 @@ class Agent:
             P.REGISTER_NAME: self.on_register_name, P.UNREGISTER_NAME: self.on_unregister_name,
             P.GLOBAL_WHEREIS: self.on_global_whereis, P.GLOBAL_NAMES: self.on_global_names,
             P.SET_LOCK: self.on_set_lock, P.DEL_LOCK: self.on_del_lock,
+            P.SET_INFO: self.on_set_info, P.PROCESS_INFO: self.on_process_info,
+            P.PROCESSES: self.on_processes,
         }
 
     def _on_zygote(self) -> None:
@@ -543,6 +546,56 @@ class Agent:
     def on_stop_node(self, _sender: int) -> None:
         self.stopping = True
 
+    # ----------------------------------------------------------------- introspection
+
+    def on_set_info(self, _sender: int, target_id: int, info: dict) -> None:
+        proc = self.procs.get(target_id)
+        if proc is not None and type(info) is dict:
+            proc.info.update(info)
+
+    def on_process_info(self, sender: int, tag: int, pid: Pid) -> None:
+        if pid.node == self.name:
+            self._reply(sender, tag, self._process_info(pid))
+        elif pid.node in self.nodes:
+            self.link.to_agent(pid.node, ["process_info", self.pid(sender), tag, pid])
+        else:
+            self._reply(sender, tag, None)
+
+    def on_processes(self, sender: int, tag: int, node: str) -> None:
+        if node == self.name:
+            self._reply(sender, tag, [self.pid(i) for i in self.procs])
+        elif node in self.nodes:
+            self.link.to_agent(node, ["processes", self.pid(sender), tag])
+        else:
+            self._reply(sender, tag, [])
+
+    def _remote_process_info(self, node: str, requester: Pid, tag: int, pid: Pid) -> None:
+        self._answer_remote(requester, tag, self._process_info(pid))
+
+    def _remote_processes(self, node: str, requester: Pid, tag: int) -> None:
+        self._answer_remote(requester, tag, [self.pid(i) for i in self.procs])
+
+    def _answer_remote(self, requester: Pid, tag: int, value: Any) -> None:
+        """Reply to a process of another node, as its own agent would."""
+        body = P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, value])
+        self.link.queue_route(P.route_frame_head(requester.node, codec.encode(requester)) + body)
+        self.link.flush_routes()
+
+    def _process_info(self, pid: Pid) -> dict | None:
+        """What this agent knows of one of its processes, with its OS-level figures."""
+        proc = self.procs.get(pid.id) if pid.creation == self.creation else None
+        if proc is None or proc.kill_reason is not None:
+            return None
+        info = {"pid": pid, "node": self.name, "os_pid": proc.os_pid, "registered_name": proc.name,
+                "embedded": proc.embedded, "trap_exit": proc.trap_exit,
+                "links": sorted((self.pid(p) if type(p) is int else p for p in proc.links), key=repr),
+                "monitors": [self.pid(t) if type(t) is int else t for t in proc.monitoring.values()],
+                "monitored_by": [self.pid(w) if type(w) is int else w for w, _ in proc.monitored_by.values()],
+                "behaviour": None, "supervisor": None, "child_id": None, "restarts": None}
+        info.update(proc.info)
+        info.update(_os_figures(proc.os_pid))
+        return info
+
     # ----------------------------------------------------------------- the cluster
 
     def join(self) -> str | None:
@@ -895,6 +948,29 @@ class Agent:
                 break
         self.ctx.destroy(linger=0)
         shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _os_figures(os_pid: int | None) -> dict:
+    """Status, memory and CPU of an OS process (psutil), None where it cannot be read."""
+    figures = {"status": None, "memory_rss": None, "memory_uss": None, "cpu_user": None,
+               "cpu_system": None, "started": None}
+    if os_pid is None:
+        return figures
+    import psutil  # only here: the agent's start stays quick
+    try:
+        proc = psutil.Process(os_pid)
+        with proc.oneshot():
+            status = proc.status()
+            figures["status"] = {"sleeping": "waiting", "disk-sleep": "waiting", "stopped": "suspended",
+                                 "tracing-stop": "suspended"}.get(status, status)
+            figures["memory_rss"] = proc.memory_info().rss
+            times = proc.cpu_times()
+            figures["cpu_user"], figures["cpu_system"] = times.user, times.system
+            figures["started"] = proc.create_time()
+        figures["memory_uss"] = proc.memory_full_info().uss
+    except psutil.Error:
+        pass
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:

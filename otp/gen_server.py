@@ -270,6 +270,7 @@ def _serve(class_ref: list, args: tuple, name: str | None, starter: Pid, start_r
     if name is not None and not _register(rt, name):
         return refuse("already_started", _whereis(rt, name), NORMAL)
     server = load_function(class_ref)()
+    rt.set_info(rt.pid, {"behaviour": "gen_server", "module": f"{type(server).__module__}.{type(server).__qualname__}"})
     try:
         result = server.init(*args)
     except Stop as stop_:

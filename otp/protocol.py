@@ -43,6 +43,12 @@ REGISTERED = "registered"  # tag -> reply [names]
 IS_ALIVE = "is_alive"    # tag, id -> reply bool
 OS_PID = "os_pid"        # tag, id -> reply int | None
 STOP_NODE = "stop_node"  # (from the embedding program)
+SET_INFO = "set_info"    # id, {key: value}: facts for process_info (behaviour, supervisor, restarts)
+PROCESS_INFO = "process_info"  # tag, pid -> reply {fields} | None (another node's pid: asked there)
+PROCESSES = "processes"  # tag, node -> reply [pids] (another node: asked there)
+
+# control ops to a process (continued)
+INFO = "info"            # [INFO, tag, reply_to]: answer {"mailbox": n} at tag
 
 # zygote <-> agent, length-prefixed codec lists over a unix stream socket
 Z_SPAWN = "spawn"        # agent -> zygote: id, spawn payload bytes

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
 _send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
 _RUNTIME = P.RUNTIME
-_CONTROL_ARITY = {P.REPLY: 3, P.KILL: 2, P.DEMONITOR: 2}
+_CONTROL_ARITY = {P.REPLY: 3, P.KILL: 2, P.DEMONITOR: 2, P.INFO: 3}
 
 REQUEST_TIMEOUT = 10.0
 """Seconds to wait for the node agent to answer a request before declaring the node gone."""
@@ -398,8 +398,22 @@ class Runtime:
             self._killed = body[1]
         elif op == P.DEMONITOR:
             self._cancelled_monitors.discard(body[1])
+        elif op == P.INFO:
+            self._answer_info(body[1], body[2])
         else:
             log.warning("unknown control op %r dropped by %r", op, self.pid)
+
+    def _answer_info(self, tag: Any, reply_to: Any) -> None:
+        """Tell ``reply_to`` how many messages wait in this mailbox (taking in those the
+        socket holds first)."""
+        while True:
+            try:
+                frame = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._handle(frame)
+        if type(reply_to) is Pid:
+            self.reply((reply_to, tag), {"mailbox": len(self._mailbox)})
 
     def _die(self, reason: Any) -> None:
         """Exit this process with ``reason`` (an exit signal or ``exit(self(), reason)``)."""
@@ -585,6 +599,38 @@ class Runtime:
 
     def registered(self) -> list[str]:
         return self._request(P.REGISTERED)
+
+    # ----------------------------------------------------------------- introspection
+
+    def set_info(self, pid: Pid, info: dict) -> None:
+        """Record facts about a local process for ``process_info``."""
+        if self.node.is_local(pid):
+            self._to_agent([P.SET_INFO, self.id, pid.id, info])
+
+    def process_table_info(self, pid: Pid) -> dict | None:
+        """What the pid's node agent knows of it (None if it is not alive)."""
+        _check_pid(pid)
+        return self._request(P.PROCESS_INFO, pid)
+
+    def mailbox_length(self, pid: Pid, timeout: float) -> int | None:
+        """Ask a process how many messages wait in its mailbox; None if it does not answer
+        within ``timeout`` (it is busy, or gone)."""
+        if pid == self.pid:
+            self._answer_info(None, None)
+            return len(self._mailbox)
+        tag = self.make_ref()
+        frame = P.CONTROL_PREFIX + codec.encode([P.INFO, tag, self.pid])
+        if self.node.is_local(pid):
+            self._deliver(pid.id, frame)
+        else:
+            self._route(pid.node, pid, frame)
+        try:
+            return self.await_answer(tag, timeout)["mailbox"]
+        except Timeout:
+            return None
+
+    def processes(self, node: str | None) -> list[Pid]:
+        return self._request(P.PROCESSES, node or self.node.name)
 
     # ----------------------------------------------------------------- the cluster
 

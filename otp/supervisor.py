@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otp import process
+from otp.runtime import current
 from otp.child_spec import ChildSpec, SupFlags, check_childspecs, normalize
 from otp.errors import ChildSpecError, StartError, Stop, SupervisorError, Timeout
 from otp.funcref import function_reference, load_function
@@ -129,12 +130,15 @@ class _Child:
     spec: ChildSpec
     pid: Any = None               # Pid, None, or RESTARTING
     args: tuple = ()
+    restarts: int = 0             # times this supervisor restarted it (for process_info)
 
 
 class _SupervisorServer(GenServer):
     def init(self, sup_ref: list | None, args: tuple) -> Any:
         process.trap_exit(True)
         self.name = process.self()
+        module = None if sup_ref is None else f"{sup_ref[0]}.{sup_ref[2]}"   # a funcref: [module, path, qualname]
+        current().set_info(self.name, {"behaviour": "supervisor", "module": module})
         if sup_ref is None:
             wire_specs, flags = args
             self.flags, specs = SupFlags(**flags), [ChildSpec.from_wire(w) for w in wire_specs]
@@ -158,7 +162,7 @@ class _SupervisorServer(GenServer):
         for spec in specs:
             child = _Child(spec, args=spec.args)
             try:
-                child.pid = _start(spec, child.args)
+                child.pid = self._start(child)
             except StartError as exc:
                 _report("start_error", self.name, child, exc.reason)
                 self._shutdown_all()
@@ -212,8 +216,9 @@ class _SupervisorServer(GenServer):
                 self.children.remove(other)
             group = [c for c in group if c not in bystanders]
         for member in group:
+            member.restarts += 1
             try:
-                member.pid = _start(member.spec, member.args)
+                member.pid = self._start(member)
             except StartError as exc:
                 _report("start_error", self.name, member, exc.reason)
                 member.pid = RESTARTING
@@ -222,6 +227,12 @@ class _SupervisorServer(GenServer):
             if member.pid is None and self.simple:
                 self.children.remove(member)
         return None
+
+    def _start(self, child: _Child) -> Pid | None:
+        pid = _start(child.spec, child.args)
+        if isinstance(pid, Pid):
+            current().set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
+        return pid
 
     def _add_restart(self) -> bool:
         """Erlang's add_restart: whole seconds, inclusive window, intensity restarts allowed."""
@@ -258,7 +269,7 @@ class _SupervisorServer(GenServer):
                                       else "already_present")
             child = _Child(spec, args=spec.args)
         try:
-            child.pid = _start(child.spec, child.args)
+            child.pid = self._start(child)
         except StartError as exc:
             raise SupervisorError(exc.reason) from None
         if child.pid is not None or (child.spec.restart != "temporary" and not self.simple):
@@ -283,7 +294,7 @@ class _SupervisorServer(GenServer):
     def _api_restart_child(self, key: Any) -> Pid | None:
         child = self._stopped_child(key)
         try:
-            child.pid = _start(child.spec, child.args)
+            child.pid = self._start(child)
         except StartError as exc:
             raise SupervisorError(exc.reason) from None
         return child.pid

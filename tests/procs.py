@@ -128,3 +128,15 @@ def reregister_then_report(parent, name, pid):
     otp.unregister(name)
     otp.register(name, pid)
     otp.send(parent, "done")
+
+
+def wait_for_go_then_drain(parent):
+    """Tell the parent it waits; take nothing until "go"; then drain and say so."""
+    otp.send(parent, "waiting")
+    otp.receive(match=lambda m: m == "go")
+    while True:
+        try:
+            otp.receive(timeout=0)
+        except otp.Timeout:
+            break
+    otp.send(parent, "drained")

@@ -5,6 +5,7 @@ import pytest
 
 import otp
 from tests import cluster_procs
+from tests.cluster import wait_for
 from tests.servers import Echo
 
 
@@ -369,3 +370,14 @@ def test_a_node_drops_malformed_frames_from_the_network_and_keeps_serving(tmp_pa
         outcome["pong"] = True
         thread.join(30)
         ctx.destroy(linger=0)
+
+
+def test_process_info_and_processes_reach_another_node(cluster):
+    a = cluster.start("a")
+    pid = a.run(cluster_procs.start_global_echo, "seen")
+    info = otp.process_info(pid)
+    assert info["node"] == a.name and info["behaviour"] == "gen_server" and info["mailbox"] == 0
+    assert info["os_pid"] > 0 and info["status"] in ("waiting", "running")
+    assert pid in otp.processes(a.name)
+    otp.exit(pid, "kill")
+    wait_for(lambda: otp.process_info(pid) is None, what="the dead server gone from process_info")

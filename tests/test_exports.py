@@ -3,7 +3,7 @@ import otp
 
 PROCESS_API = {"spawn", "spawn_link", "spawn_monitor", "self", "send", "receive", "link", "unlink",
                "monitor", "demonitor", "exit", "trap_exit", "register", "unregister", "whereis",
-               "registered", "is_alive", "os_pid"}
+               "registered", "is_alive", "os_pid", "process_info", "processes"}
 TERMS = {"Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown"}
 NODES = {"Node", "Broker", "node", "nodes", "monitor_nodes", "cluster"}
 ERRORS = {"OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",

@@ -15,7 +15,7 @@ LAYERS = {
     "registry": 3, "local_node": 3, "reports": 3, "broker_link": 3,
     "broker": 3.5,
     "gen_server": 4, "child_spec": 4, "supervisor": 4, "cluster": 4, "tcp": 4,
-    "jobs": 5, "introspect": 5, "observer": 5, "chaos": 5, "pytest_plugin": 5, "demo": 5,
+    "jobs": 5, "introspect": 3.5, "observer": 5, "chaos": 5, "pytest_plugin": 5, "demo": 5,
     "__main__": 6, "__init__": 6,
 }
 
