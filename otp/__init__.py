@@ -31,9 +31,9 @@ def __getattr__(name: str):
     if name == "Broker":
         from otp.broker import Broker
         return Broker
-    if name == "jobs":
-        import otp.jobs
-        return otp.jobs
+    if name in ("jobs", "chaos"):
+        import importlib
+        return importlib.import_module(f"otp.{name}")
     if name == "WorkerCrashed":
         from otp.jobs import WorkerCrashed
         return WorkerCrashed
@@ -53,8 +53,8 @@ __all__ = [
     "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
     # nodes and the cluster
     "Node", "Broker", "node", "nodes", "monitor_nodes", "cluster",
-    # jobs
-    "jobs", "WorkerCrashed",
+    # jobs and tools
+    "jobs", "WorkerCrashed", "chaos",
     # errors
     "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
     "ChildSpecError", "SupervisorError", "NodeError", "DecodeError",

@@ -5,6 +5,7 @@
     python -m otp run MODULE:FUNC [ARG...] --name N --cookie C --broker ADDR
     python -m otp shell --name N --cookie C --broker ADDR   # a Python prompt inside a node
     python -m otp jobs MODULE:FUNC --input FILE          # run a batch of jobs, JSON lines out
+    python -m otp chaos --node N --broker ADDR --rate 5 --duration 30 --seed 1
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                         add_help=False)
     commands.add_parser("jobs", help="run MODULE:FUNC over a file of JSON argument lists (see python -m otp jobs --help)",
                         add_help=False)
+    commands.add_parser("chaos", help="kill processes of a node at a steady rate, print what happened "
+                        "(see python -m otp chaos --help)", add_help=False)
     for command, text in (("run", "start a node and run MODULE:FUNC as its first process"),
                           ("shell", "start a node and open a Python prompt as its first process")):
         sub = commands.add_parser(command, help=text)
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "jobs":
         from otp import jobs
         return jobs.main(rest)
+    if args.command == "chaos":
+        from otp import chaos
+        return chaos.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
