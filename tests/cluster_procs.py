@@ -1,4 +1,4 @@
-"""Functions the cluster tests run on remote nodes (through ``tests.remote_node``)."""
+"""Functions the cluster tests run on remote nodes (through the plugin's RemoteNode.run)."""
 from __future__ import annotations
 
 import otp

@@ -149,7 +149,7 @@ def test_no_worker_is_left_when_the_owning_program_is_killed():
             "runner.submit(job_funcs.inc, 1).result(10)\n"
             "print(json.dumps(runner.worker_os_pids()), flush=True)\nimport time\ntime.sleep(60)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    harness = subprocess.Popen([sys.executable, "-m", "tests.subreaper", sys.executable, "-c", code],
+    harness = subprocess.Popen([sys.executable, "-m", "otp.pytest_plugin", "subreaper", sys.executable, "-c", code],
                                cwd=root, stdout=subprocess.PIPE, text=True)
     try:
         pids = __import__("json").loads(harness.stdout.readline())

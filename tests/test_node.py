@@ -87,7 +87,7 @@ def test_malformed_requests_are_dropped_and_the_agent_keeps_serving(node):
 def _start_embedding_program(depth=3):
     """Start tests/embedding_program.py under a reaping parent; return (harness, its pids)."""
     harness = subprocess.Popen(
-        [sys.executable, "-m", "tests.subreaper", sys.executable, "-m", "tests.embedding_program", str(depth)],
+        [sys.executable, "-m", "otp.pytest_plugin", "subreaper", sys.executable, "-m", "tests.embedding_program", str(depth)],
         cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     info = json.loads(harness.stdout.readline())
     return harness, info
