@@ -31,7 +31,7 @@ def __getattr__(name: str):
     if name == "Broker":
         from otp.broker import Broker
         return Broker
-    if name in ("jobs", "chaos"):
+    if name in ("jobs", "chaos", "observer"):
         import importlib
         return importlib.import_module(f"otp.{name}")
     if name == "WorkerCrashed":
@@ -54,7 +54,7 @@ __all__ = [
     # nodes and the cluster
     "Node", "Broker", "node", "nodes", "monitor_nodes", "cluster",
     # jobs and tools
-    "jobs", "WorkerCrashed", "chaos",
+    "jobs", "WorkerCrashed", "chaos", "observer",
     # errors
     "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
     "ChildSpecError", "SupervisorError", "NodeError", "DecodeError",

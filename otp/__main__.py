@@ -6,6 +6,7 @@
     python -m otp shell --name N --cookie C --broker ADDR   # a Python prompt inside a node
     python -m otp jobs MODULE:FUNC --input FILE          # run a batch of jobs, JSON lines out
     python -m otp chaos --node N --broker ADDR --rate 5 --duration 30 --seed 1
+    python -m otp observer --node N --broker ADDR [--once --json]
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                         add_help=False)
     commands.add_parser("chaos", help="kill processes of a node at a steady rate, print what happened "
                         "(see python -m otp chaos --help)", add_help=False)
+    commands.add_parser("observer", help="watch a node's supervision trees like top "
+                        "(see python -m otp observer --help)", add_help=False)
     for command, text in (("run", "start a node and run MODULE:FUNC as its first process"),
                           ("shell", "start a node and open a Python prompt as its first process")):
         sub = commands.add_parser(command, help=text)
@@ -46,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "chaos":
         from otp import chaos
         return chaos.main(rest)
+    if args.command == "observer":
+        from otp import observer
+        return observer.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -591,7 +591,7 @@ class Agent:
                 "links": sorted((self.pid(p) if type(p) is int else p for p in proc.links), key=repr),
                 "monitors": [self.pid(t) if type(t) is int else t for t in proc.monitoring.values()],
                 "monitored_by": [self.pid(w) if type(w) is int else w for w, _ in proc.monitored_by.values()],
-                "behaviour": None, "supervisor": None, "child_id": None, "restarts": None}
+                "behaviour": None, "module": None, "supervisor": None, "child_id": None, "restarts": None}
         info.update(proc.info)
         info.update(_os_figures(proc.os_pid))
         return info

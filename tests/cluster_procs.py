@@ -88,3 +88,8 @@ def call_later_reporting(parent: otp.Pid, server) -> None:
         otp.send(parent, ("outcome", "replied"))
     except otp.OtpError as exc:
         otp.send(parent, ("outcome", (type(exc).__name__, exc.reason)))
+
+
+def start_app_sup() -> otp.Pid:
+    from workers.app_sup import AppSup
+    return AppSup.start(60.0, name="app_sup")

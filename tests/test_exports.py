@@ -9,7 +9,7 @@ NODES = {"Node", "Broker", "node", "nodes", "monitor_nodes", "cluster"}
 ERRORS = {"OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
           "ChildSpecError", "SupervisorError", "NodeError", "DecodeError"}
 SUPERVISOR = {"Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor"}
-JOBS = {"jobs", "WorkerCrashed", "chaos"}
+JOBS = {"jobs", "WorkerCrashed", "chaos", "observer"}
 GEN_SERVER = {"GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE"}
 
 
