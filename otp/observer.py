@@ -6,7 +6,7 @@
 or, from a process of the node itself, ``otp.observer.snapshot()``. Each entry: ``id`` (its
 child id), ``pid``, ``os_pid``, ``behaviour``, ``module``, ``status``, ``restarts``, ``mailbox``,
 ``memory_rss``, ``memory_uss``, ``cpu_percent`` (since the previous snapshot, None on the first)
-and its ``children``, in the order they started. Processes that no supervisor owns are roots.
+and its ``children``, in their supervisor's order. Processes that no supervisor owns are roots.
 """
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ class Observer:
             else:
                 roots.append(entry)
         for entry in entries.values():
-            entry["children"].sort(key=lambda e: e["pid"].id)
+            if entry["children"]:  # in the supervisor's order (its start order), else by pid
+                order = {pid: i for i, pid in enumerate(_child_pids(entry["pid"]))}
+                entry["children"].sort(key=lambda e: (order.get(e["pid"], len(order)), e["pid"].id))
         return sorted(roots, key=lambda e: e["pid"].id)
 
     def _entry(self, pid: otp.Pid, info: dict, now: float) -> dict[str, Any]:
@@ -59,6 +61,13 @@ class Observer:
         entry = {"id": info["child_id"], "pid": pid, "cpu_percent": cpu, "children": []}
         entry.update({field: info[field] for field in _FIELDS})
         return entry
+
+
+def _child_pids(sup: otp.Pid) -> list[otp.Pid]:
+    try:
+        return [pid for _, pid, _, _ in otp.supervisor.which_children(sup)]
+    except otp.OtpError:
+        return []
 
 
 def snapshot(node: str | None = None) -> list[dict[str, Any]]:

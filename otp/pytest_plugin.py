@@ -64,7 +64,8 @@ def assert_restarted(sup: Any, child_id: Any, old_pid: otp.Pid, timeout: float =
     """Wait until ``sup`` runs ``child_id`` as a live process other than ``old_pid``; return it."""
     def fresh() -> otp.Pid | None:
         for cid, pid, _, _ in otp.supervisor.which_children(sup):
-            if cid == child_id and isinstance(pid, otp.Pid) and pid != old_pid and otp.is_alive(pid):
+            if cid == child_id and isinstance(pid, otp.Pid) and pid != old_pid \
+                    and otp.process_info(pid, timeout=0) is not None:   # alive, on any node
                 return pid
         return None
     return wait_for(fresh, timeout, f"a restart of {child_id!r} under {sup!r}")
