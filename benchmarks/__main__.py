@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["roundtrip", "throughput", "spawn", "gen_call", "restart", "scale", "cluster", "jobs"]
+BENCHMARKS = ["roundtrip", "throughput", "spawn", "gen_call", "restart", "scale", "cluster", "jobs", "resilience"]
 
 
 def main() -> None:
