@@ -19,7 +19,7 @@ from otp.process import (demonitor, exit, is_alive, link, monitor, monitor_nodes
                          receive, register, registered, self, send, spawn, spawn_link, spawn_monitor,
                          trap_exit, unlink, unregister, whereis)
 from otp.supervisor import Supervisor
-from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
+from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref, Tcp, TcpClosed
 
 
 def __getattr__(name: str):
@@ -31,7 +31,7 @@ def __getattr__(name: str):
     if name == "Broker":
         from otp.broker import Broker
         return Broker
-    if name in ("jobs", "chaos", "observer"):
+    if name in ("jobs", "chaos", "observer", "tcp"):
         import importlib
         return importlib.import_module(f"otp.{name}")
     if name == "WorkerCrashed":
@@ -50,11 +50,11 @@ __all__ = [
     # supervisor
     "Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor",
     # terms
-    "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown",
+    "Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown", "Tcp", "TcpClosed",
     # nodes and the cluster
     "Node", "Broker", "node", "nodes", "monitor_nodes", "cluster",
     # jobs and tools
-    "jobs", "WorkerCrashed", "chaos", "observer",
+    "jobs", "WorkerCrashed", "chaos", "observer", "tcp",
     # errors
     "OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
     "ChildSpecError", "SupervisorError", "NodeError", "DecodeError",

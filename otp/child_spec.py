@@ -34,7 +34,7 @@ class ChildSpec:
     shutdown: float | str = DEFAULT_WORKER_SHUTDOWN
     type: str = "worker"
     modules: tuple = field(default=())
-    name: str | None = None
+    name: str | tuple[str, str] | None = None
 
     def to_wire(self) -> dict:
         """The spec as encodable data (the start function by reference)."""
@@ -49,13 +49,13 @@ class ChildSpec:
 
 def child_spec(id: Any, start: Callable, args: tuple = (), restart: str = "permanent",
                shutdown: float | str | None = None, type: str = "worker", modules: tuple = (),
-               name: str | None = None) -> ChildSpec:
+               name: str | tuple[str, str] | None = None) -> ChildSpec:
     """A validated child spec; ``ChildSpecError`` names the field and the reason.
 
     ``start`` is a GenServer or Supervisor subclass (started with ``start_link(*args)``) or an
     importable function (run with ``otp.spawn_link``). ``shutdown`` is ``"brutal_kill"``,
     seconds, or ``"infinity"`` (the default for supervisors; 5 s for workers). ``name``
-    registers the child locally each time it starts.
+    registers the child each time it starts: a str locally, ``("global", name)`` in the cluster.
     """
     try:
         hash(id)
@@ -80,8 +80,12 @@ def child_spec(id: Any, start: Callable, args: tuple = (), restart: str = "perma
     if not (shutdown in ("brutal_kill", "infinity")
             or (isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool) and shutdown >= 0)):
         raise ChildSpecError("shutdown", f"must be 'brutal_kill', 'infinity' or seconds >= 0; got {shutdown!r}")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ChildSpecError("name", f"must be a non-empty str; got {name!r}")
+    if name is not None and not (isinstance(name, str) and name) and not (
+            isinstance(name, (tuple, list)) and len(name) == 2 and name[0] == "global"
+            and isinstance(name[1], str) and name[1]):
+        raise ChildSpecError("name", f"must be a non-empty str or ('global', name); got {name!r}")
+    if isinstance(name, list):  # from the wire
+        name = tuple(name)
     return ChildSpec(id, start, tuple(args), restart, shutdown, type, tuple(modules) or (_name_of(start),), name)
 
 

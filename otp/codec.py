@@ -1,7 +1,8 @@
 """The wire codec: msgpack with ext types, so that what is sent is what is received.
 
 Tuples stay tuples, lists stay lists, bytes stay bytes, dict keys may be any encodable hashable
-value, and ``Pid``, ``Ref``, ``Exit``, ``Down``, ``NodeUp``, ``NodeDown`` cross as themselves::
+value, and ``Pid``, ``Ref``, ``Exit``, ``Down``, ``NodeUp``, ``NodeDown``, ``Tcp``, ``TcpClosed``
+cross as themselves::
 
     >>> decode(encode(("get", b"k", [1, 2.5], {(1, 2): None})))
     ('get', b'k', [1, 2.5], {(1, 2): None})
@@ -20,14 +21,14 @@ from typing import Any
 import msgpack
 
 from otp.errors import DecodeError
-from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref
+from otp.terms import Down, Exit, NodeDown, NodeUp, Pid, Ref, Tcp, TcpClosed
 
 if msgpack.version < (1, 2, 1):  # pragma: no cover - setup.cfg asks for it too
     raise ImportError(f"otp needs msgpack >= 1.2.1, found {msgpack.version}")
 
 MAX_FRAME_SIZE = 64 * 1024 * 1024
 """Largest frame ``decode`` accepts, in bytes."""
-EXT_TUPLE, EXT_PID, EXT_REF, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN = range(1, 8)
+EXT_TUPLE, EXT_PID, EXT_REF, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN, EXT_TCP, EXT_TCP_CLOSED = range(1, 10)
 
 # Containers (tuples and the signal messages) travel as a msgpack array whose first item is an
 # empty ext "mark" naming the type: ``(1, 2)`` is ``[mark(tuple), 1, 2]``. The packer packs the
@@ -48,8 +49,8 @@ def _ext(code: int, data: bytes) -> msgpack.ExtType:
     return _new_tuple(_ExtType, (code, data))
 
 
-_TUPLE_MARK, _EXIT_MARK, _DOWN_MARK, _NODEUP_MARK, _NODEDOWN_MARK = (
-    _ext(code, b"") for code in (EXT_TUPLE, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN))
+_TUPLE_MARK, _EXIT_MARK, _DOWN_MARK, _NODEUP_MARK, _NODEDOWN_MARK, _TCP_MARK, _TCP_CLOSED_MARK = (
+    _ext(code, b"") for code in (EXT_TUPLE, EXT_EXIT, EXT_DOWN, EXT_NODEUP, EXT_NODEDOWN, EXT_TCP, EXT_TCP_CLOSED))
 
 
 def _pid_ext(pid: Pid) -> msgpack.ExtType:
@@ -78,6 +79,10 @@ def _default(obj: Any) -> Any:
         return [_NODEUP_MARK, obj.node]
     if cls is NodeDown:
         return [_NODEDOWN_MARK, obj.node, obj.reason]
+    if cls is Tcp:
+        return [_TCP_MARK, obj.sock, obj.data]
+    if cls is TcpClosed:
+        return [_TCP_CLOSED_MARK, obj.sock]
     # Subclasses of plain types (namedtuple, OrderedDict, IntEnum...) travel as their base type.
     if isinstance(obj, tuple):
         return [_TUPLE_MARK, *obj]
@@ -118,7 +123,8 @@ class _Mark:
 
 
 _MARKS = {EXT_TUPLE: _Mark(tuple, None), EXT_EXIT: _Mark(Exit, 2), EXT_DOWN: _Mark(Down, 3),
-          EXT_NODEUP: _Mark(NodeUp, 1), EXT_NODEDOWN: _Mark(NodeDown, 2)}
+          EXT_NODEUP: _Mark(NodeUp, 1), EXT_NODEDOWN: _Mark(NodeDown, 2), EXT_TCP: _Mark(Tcp, 2),
+          EXT_TCP_CLOSED: _Mark(TcpClosed, 1)}
 _TUPLE = _MARKS[EXT_TUPLE]
 
 

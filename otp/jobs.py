@@ -233,7 +233,8 @@ class JobRunner(concurrent.futures.Executor):
         self._sleeping = False
         self._started = threading.Event()
         self._start_error: BaseException | None = None
-        fd, self._slots_path = tempfile.mkstemp(prefix="otp-jobs-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # The slots live in the node's run directory: they go with the node, even a killed one.
+        fd, self._slots_path = tempfile.mkstemp(prefix="jobs-", dir=current().node.rundir)
         os.ftruncate(fd, SLOT.size * workers)
         os.close(fd)
         self._slots_file = open(self._slots_path, "r+b")

@@ -837,5 +837,20 @@ def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: z
         reason = exception_reason(exc)
         log.error("process %r (%s) crashed:\n%s", rt.pid, funcref[2], reason[3])
     rt.close(reason)
+    for hook in _exit_hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("an exit hook of %r failed", rt.pid)
     node.ctx.term()
     return reason
+
+
+_exit_hooks: list[Callable[[], None]] = []
+
+
+def at_process_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook`` when a spawned process ends, before its ZeroMQ context is terminated (which
+    waits for every socket: a hook closes the sockets its threads own)."""
+    if hook not in _exit_hooks:
+        _exit_hooks.append(hook)

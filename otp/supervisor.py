@@ -370,12 +370,19 @@ def _start(spec: ChildSpec, args: tuple) -> Pid | None:
     except TypeError as exc:
         raise StartError(("bad_start", str(exc))) from None
     if spec.name is not None:
-        try:
-            process.register(spec.name, pid)
-        except ValueError:
+        if type(spec.name) is tuple:  # ("global", name)
+            registered = current().register_global(spec.name[1], pid)
+        else:
+            try:
+                process.register(spec.name, pid)
+                registered = True
+            except ValueError:
+                registered = False
+        if not registered:
             process.unlink(pid)
             process.exit(pid, "kill")
-            raise StartError(("already_started", process.whereis(spec.name))) from None
+            holder = current().resolve(spec.name) if type(spec.name) is tuple else process.whereis(spec.name)
+            raise StartError(("already_started", holder))
     return pid
 
 

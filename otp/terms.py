@@ -80,3 +80,19 @@ class NodeDown:
 
     node: str
     reason: Any
+
+
+@dataclass(frozen=True)
+class Tcp:
+    """Data arrived on a socket the process owns (``otp.tcp``, Erlang's ``{tcp, Socket, Data}``);
+    ``sock`` is the socket's ``id``."""
+
+    sock: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TcpClosed:
+    """The peer closed a socket the process owns (Erlang's ``{tcp_closed, Socket}``)."""
+
+    sock: int

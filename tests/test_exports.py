@@ -4,12 +4,12 @@ import otp
 PROCESS_API = {"spawn", "spawn_link", "spawn_monitor", "self", "send", "receive", "link", "unlink",
                "monitor", "demonitor", "exit", "trap_exit", "register", "unregister", "whereis",
                "registered", "is_alive", "os_pid", "process_info", "processes"}
-TERMS = {"Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown"}
+TERMS = {"Pid", "Ref", "Exit", "Down", "NodeUp", "NodeDown", "Tcp", "TcpClosed"}
 NODES = {"Node", "Broker", "node", "nodes", "monitor_nodes", "cluster"}
 ERRORS = {"OtpError", "NoProc", "ExitError", "Timeout", "CallTimeout", "StartError", "AlreadyStarted",
           "ChildSpecError", "SupervisorError", "NodeError", "DecodeError"}
 SUPERVISOR = {"Supervisor", "SupFlags", "ChildSpec", "child_spec", "supervisor"}
-JOBS = {"jobs", "WorkerCrashed", "chaos", "observer"}
+JOBS = {"jobs", "WorkerCrashed", "chaos", "observer", "tcp"}
 GEN_SERVER = {"GenServer", "call", "cast", "reply", "stop", "Stop", "NOREPLY", "IGNORE"}
 
 
