@@ -140,3 +140,16 @@ def wait_for_go_then_drain(parent):
         except otp.Timeout:
             break
     otp.send(parent, "drained")
+
+
+def tcp_client(parent, port):
+    """Connect; forward each chunk as ("got", data), then "closed"."""
+    sock = otp.tcp.connect("127.0.0.1", port)
+    while True:
+        sock.active_once()
+        msg = otp.receive(match=(otp.Tcp, otp.TcpClosed))
+        if isinstance(msg, otp.TcpClosed):
+            otp.send(parent, "closed")
+            return
+        assert msg.sock == sock.id
+        otp.send(parent, ("got", msg.data))

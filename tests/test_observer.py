@@ -42,3 +42,17 @@ def test_the_command_line_prints_a_remote_node_as_json(cluster):
     app = [t for t in trees if t["pid"] == repr(sup)][0]
     assert [c["id"] for c in app["children"]] == ["kv_store", "kv_logger"]
     assert all(c["os_pid"] > 0 and c["status"] in ("waiting", "running") for c in app["children"])
+
+
+def test_the_chaos_command_line_prints_its_record(cluster):
+    a = cluster.start("a")
+    a.run(cluster_procs.start_app_sup)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "otp", "chaos", "--node", a.name, "--broker", cluster.broker.address,
+                           "--cookie", "otp-pytest-cookie", "--rate", "4", "--duration", "1", "--seed", "1",
+                           "--kinds", "kill"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    record = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(record) >= 3 and all(e["kind"] == "kill" for e in record)
+    supervised = [e for e in record if e["child_id"] in ("kv_store", "kv_logger")]
+    assert supervised and all(e["restart_ms"] is not None for e in supervised)
