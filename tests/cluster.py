@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
-from otp.pytest_plugin import COOKIE, RemoteNode, free_tcp_address, wait_for  # noqa: F401 - used by the tests
+from otp.pytest_plugin import COOKIE, RemoteNode, free_tcp_address, wait_for
+
+__all__ = ["COOKIE", "RemoteNode", "free_tcp_address", "wait_for", "BrokerProcess", "NetworkNamespace"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
