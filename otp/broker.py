@@ -105,6 +105,10 @@ class Broker:
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            if self._ctx is not None:
+                self._ctx.term()
             raise NodeError(f"the broker cannot bind {self.bind}: {self._error}")
         return self
 
@@ -165,6 +169,8 @@ class Broker:
         router.setsockopt(zmq.SNDHWM, P.NODE_QUEUE)
         router.setsockopt(zmq.RCVHWM, P.NODE_QUEUE)
         router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.HEARTBEAT_IVL, 1000)      # closes connections to silent peers
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         router.curve_server = True
         router.curve_publickey, router.curve_secretkey = public, secret
         monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -314,6 +320,8 @@ class Broker:
             raise ValueError("hello without a node name and creation")
         expected = self._keys.get(name)
         if expected is None:
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
             expected = self._keys[name] = curve_keypair(self.cookie, node_role(name))[0].decode()
         if user_id != expected:
             log.warning("broker refused node %s: its key is not the one the cookie gives that name", name)

@@ -381,3 +381,15 @@ def test_process_info_and_processes_reach_another_node(cluster):
     assert pid in otp.processes(a.name)
     otp.exit(pid, "kill")
     wait_for(lambda: otp.process_info(pid) is None, what="the dead server gone from process_info")
+
+
+def test_a_second_node_with_a_name_in_use_is_refused_and_a_taken_address_is_an_error(cluster):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", (
+        "import otp\n"
+        f"otp.Node('test', cookie='otp-pytest-cookie', broker='{cluster.broker.address}').start()\n")],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "a node named test@" in done.stderr and "already connected" in done.stderr
+    with pytest.raises(otp.NodeError, match="cannot bind"):
+        otp.Broker(cluster.broker.address, cookie="x").start()
