@@ -125,6 +125,7 @@ class ChaosMonkey:
                  "supervisor": info["supervisor"], "new_pid": None, "restart_ms": None}
         sup = info["supervisor"]
         before = set(_child_pids(sup)) if isinstance(sup, otp.Pid) else set()
+        watch = otp.monitor(pid)
         injected_at = time.monotonic()
         if _same_process(info):
             os.kill(info["os_pid"], KINDS[kind])
@@ -136,7 +137,16 @@ class ChaosMonkey:
             entry["kind"] = "skipped"  # a process of another host: no OS signal reaches it
         self.record.append(entry)
         if isinstance(sup, otp.Pid) and kind != "stop" and entry["kind"] != "skipped":
+            # Its death first (the supervisor hears of it at the same moment), then the
+            # supervisor's answer, which comes once it has handled the death, restart included.
+            try:
+                otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == watch, timeout=self.restart_timeout)
+            except otp.Timeout:
+                pass
             self._pending.append((entry, injected_at, before))
+            self._check_restarts(time.monotonic())
+        else:
+            otp.demonitor(watch, flush=True)
 
     def _check_restarts(self, now: float) -> None:
         still = []
