@@ -21,6 +21,8 @@ log = logging.getLogger("otp.agent")
 
 JOIN_TIMEOUT = 10.0
 """Seconds a node waits for the broker's welcome before it gives up starting."""
+_send, _recv = zmq.backend.Socket.send, zmq.backend.Socket.recv   # the sugar layer's checks cost more
+_MORE = zmq.SNDMORE | zmq.NOBLOCK
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -86,8 +88,11 @@ class BrokerLink:
                 self._send([P.TO_PROCESS, node, b"".join(entries)])
 
     def _send(self, parts: list) -> None:
+        send, sock = _send, self.sock
         try:
-            self.sock.send_multipart(parts, zmq.NOBLOCK)
+            for part in parts[:-1]:
+                send(sock, part, _MORE)
+            send(sock, parts[-1], zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             now = time.monotonic()
@@ -104,10 +109,12 @@ class BrokerLink:
 
     def receive(self) -> list | None:
         """The next frame from the broker (its parts as bytes), or None if none waits."""
-        try:
-            parts = self.sock.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
+        sock = self.sock
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             return None
+        parts = [_recv(sock, 0)]
+        while sock.rcvmore:
+            parts.append(_recv(sock, 0))
         self.last_heard = time.monotonic()
         return parts
 
