@@ -68,19 +68,6 @@ def serve_remote() -> None:
     sys.stdin.read()
 
 
-def call_times(server, count: int) -> list[float]:
-    request = ("ping", 1)
-    for _ in range(50):
-        otp.call(server, request)
-    times = []
-    perf = time.perf_counter
-    for _ in range(count):
-        start = perf()
-        otp.call(server, request)
-        times.append(perf() - start)
-    return times
-
-
 def throughput(sink_node: str | None) -> float:
     """Messages per second from a flooder here to a counter on ``sink_node`` (None: here)."""
     me = otp.self()
@@ -112,8 +99,8 @@ def run() -> None:
                 remote = ("global", f"echo@{b.name}")
                 local_p50, remote_p50, local_rate, remote_rate = [], [], [], []
                 for _ in range(REPETITIONS):
-                    local_p50.append(percentile(call_times(local, CALLS), 0.5))
-                    remote_p50.append(percentile(call_times(remote, CALLS), 0.5))
+                    local_p50.append(percentile(procs.call_times(local, CALLS), 0.5))
+                    remote_p50.append(percentile(procs.call_times(remote, CALLS), 0.5))
                     local_rate.append(throughput(None))
                     remote_rate.append(throughput(b.name))
             finally:

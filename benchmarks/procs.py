@@ -88,8 +88,8 @@ class CallServer(otp.GenServer):
             otp.send(self.watcher, ("casts_done", time.perf_counter() - self.started))
 
 
-def caller(parent: otp.Pid, server: otp.Pid, count: int) -> None:
-    """Time count calls to server; send the durations (seconds) to parent."""
+def call_times(server, count: int) -> list[float]:
+    """Time count calls (a small tuple) to server, after 50 to warm up; seconds each."""
     request = ("ping", 1)
     for _ in range(50):
         otp.call(server, request)
@@ -99,7 +99,12 @@ def caller(parent: otp.Pid, server: otp.Pid, count: int) -> None:
         start = perf()
         otp.call(server, request)
         times.append(perf() - start)
-    otp.send(parent, ("times", times))
+    return times
+
+
+def caller(parent: otp.Pid, server: otp.Pid, count: int) -> None:
+    """Time count calls to server; send the durations (seconds) to parent."""
+    otp.send(parent, ("times", call_times(server, count)))
 
 
 def caster(server: otp.Pid, count: int) -> None:

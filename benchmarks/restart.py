@@ -27,14 +27,21 @@ def otp_restart_times(kills: int) -> list[float]:
     _, pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
     times = []
     for _ in range(kills):
-        os_pid = otp.os_pid(pid)
-        start = time.perf_counter()
-        os.kill(os_pid, signal.SIGKILL)
-        _, pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
-        otp.call(pid, ("ping", 1))
-        times.append(time.perf_counter() - start)
+        seconds, pid = time_restart(pid)
+        times.append(seconds)
     otp.stop(sup, "shutdown")
     return times
+
+
+def time_restart(victim: otp.Pid) -> tuple[float, otp.Pid]:
+    """SIGKILL a supervised ``procs.Announcer``; return the seconds until its replacement has
+    announced itself and answered a call, and the replacement."""
+    os_pid = otp.os_pid(victim)
+    start = time.perf_counter()
+    os.kill(os_pid, signal.SIGKILL)
+    _, fresh = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    otp.call(fresh, ("ping", 1))
+    return time.perf_counter() - start, fresh
 
 
 def mp_restart_times(kills: int) -> list[float]:

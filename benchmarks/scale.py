@@ -5,8 +5,6 @@ Targets: start <= 10 s, USS <= 4 GB, one restart p50 <= 10 ms.
 """
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import psutil
@@ -14,6 +12,7 @@ import psutil
 import otp
 from benchmarks import procs
 from benchmarks.common import emit, median, percentile
+from benchmarks.restart import time_restart
 
 CHILDREN = 1000
 KILLS = 50
@@ -30,14 +29,7 @@ def run() -> None:
         for _ in pids:  # each announced itself from its init
             otp.receive(match=lambda m: m[0] == "up", timeout=30)
         uss = sum(psutil.Process(otp.os_pid(pid)).memory_full_info().uss for pid in pids)
-        restarts = []
-        for victim in pids[:KILLS]:
-            os_pid = otp.os_pid(victim)
-            t0 = time.perf_counter()
-            os.kill(os_pid, signal.SIGKILL)
-            _, fresh = otp.receive(match=lambda m: m[0] == "up", timeout=30)
-            otp.call(fresh, ("ping", 1))
-            restarts.append(time.perf_counter() - t0)
+        restarts = [time_restart(victim)[0] for victim in pids[:KILLS]]
         start = time.perf_counter()
         otp.stop(sup, "shutdown")
         stop_seconds = time.perf_counter() - start

@@ -398,7 +398,7 @@ class Broker:
                 self._forget_node(node, "net_tick_timeout")
             else:
                 self._to_node(node, ["ping"])
-        if now - self.started > self.tick:
+        if self._settled():
             for resource in list(self.locks):  # locks asked for while nodes were rejoining
                 self._grant_next(resource)
 
@@ -503,8 +503,7 @@ class Broker:
         if type(resource) is not bytes or type(pid) is not Pid:
             raise ValueError("set_lock needs a resource and a Pid")
         lock = self.locks.setdefault(resource, _Lock())
-        settling = time.monotonic() - self.started <= self.tick  # nodes may still bring their locks
-        if lock.owner == pid or (lock.owner is None and not settling and not lock.waiters):
+        if lock.owner == pid or (lock.owner is None and self._settled() and not lock.waiters):
             lock.owner = pid
             self._watch(pid)
             self._to_node(node, ["reply", proc_id, tag, True])
@@ -515,6 +514,11 @@ class Broker:
             self._to_node(node, ["reply", proc_id, tag, False])
             if lock.owner is None and not lock.waiters:
                 del self.locks[resource]
+
+    def _settled(self) -> bool:
+        """Whether a tick has passed since the broker started: until then, rejoining nodes may
+        still bring the locks they hold, and no lock is granted."""
+        return time.monotonic() - self.started > self.tick
 
     def _op_del_lock(self, node: _Node, resource: bytes, pid: Pid) -> None:
         lock = self.locks.get(resource)
@@ -540,7 +544,7 @@ class Broker:
             lock.waiters = deque((pid, tag) for pid, tag in lock.waiters if not gone(pid))
             if lock.owner is not None and gone(lock.owner):
                 lock.owner = None
-            if lock.owner is None and time.monotonic() - self.started > self.tick:
+            if lock.owner is None and self._settled():
                 self._grant_next(resource)
             elif lock.owner is None and not lock.waiters:
                 del self.locks[resource]

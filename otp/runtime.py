@@ -421,10 +421,12 @@ class Runtime:
             self.close(reason=None if self._killed is not None else reason)
         raise ExitError(reason)
 
-    def _request(self, op: str, *args: Any) -> Any:
+    def _request(self, op: str, *args: Any, unbounded: bool = False) -> Any:
+        """Ask the agent; wait ``REQUEST_TIMEOUT`` for its answer, or for ever if ``unbounded``
+        (an answer that depends on others, such as a lock)."""
         tag = next(self._serials)
         self._to_agent([op, self.id, tag, *args])
-        return self._await_reply(tag)
+        return self.await_answer(tag, None) if unbounded else self._await_reply(tag)
 
     def _await_reply(self, tag: int) -> Any:
         try:
@@ -585,16 +587,25 @@ class Runtime:
 
     def whereis(self, name: str) -> Pid | None:
         _check_name(name)
+        return self._cached_lookup(name, self._ask_whereis)
+
+    def _ask_whereis(self, name: str) -> Pid | None:
+        proc_id = self._request(P.WHEREIS, name)
+        return None if proc_id is None else Pid(self.node.name, proc_id, self.node.creation)
+
+    def _cached_lookup(self, key: Any, ask: Callable[[Any], Pid | None]) -> Pid | None:
+        """``ask``'s answer for ``key``, kept while the registry's generation stands still
+        (see ``otp.registry``); local names are keyed by name, global ones by
+        ``("global", name)``."""
         generation = self.node.registry_generation()
-        known = self._names.get(name)
+        known = self._names.get(key)
         if known is not None and generation is not None and known[1] == generation:
             return known[0]
-        proc_id = self._request(P.WHEREIS, name)
-        pid = None if proc_id is None else Pid(self.node.name, proc_id, self.node.creation)
+        pid = ask(key)
         if generation is not None:
             if len(self._names) >= NAME_CACHE_SIZE:
                 self._names.clear()
-            self._names[name] = (pid, generation)
+            self._names[key] = (pid, generation)
         return pid
 
     def registered(self) -> list[str]:
@@ -653,34 +664,18 @@ class Runtime:
         """The pid registered as ``name`` in the cluster, from the node's replica of the table
         (kept per registry generation, as local names are)."""
         _check_name(name)
-        key = ("global", name)
-        generation = self.node.registry_generation()
-        known = self._names.get(key)
-        if known is not None and generation is not None and known[1] == generation:
-            return known[0]
-        pid = _in_cluster(self._request(P.GLOBAL_WHEREIS, name))
-        if generation is not None:
-            if len(self._names) >= NAME_CACHE_SIZE:
-                self._names.clear()
-            self._names[key] = (pid, generation)
-        return pid
+        return self._cached_lookup(("global", name),
+                                   lambda key: _in_cluster(self._request(P.GLOBAL_WHEREIS, key[1])))
 
     def global_names(self) -> list[str]:
         return _in_cluster(self._request(P.GLOBAL_NAMES))
 
     def set_lock(self, resource: bytes, wait: bool) -> bool:
         """Take the cluster lock ``resource`` (waiting at the broker if ``wait``)."""
-        if wait:
-            return _in_cluster(self._request_unbounded(P.SET_LOCK, resource, wait))
-        return _in_cluster(self._request(P.SET_LOCK, resource, wait))
+        return _in_cluster(self._request(P.SET_LOCK, resource, wait, unbounded=wait))
 
     def del_lock(self, resource: bytes) -> None:
         self._to_agent([P.DEL_LOCK, self.id, resource])
-
-    def _request_unbounded(self, op: str, *args: Any) -> Any:
-        tag = next(self._serials)
-        self._to_agent([op, self.id, tag, *args])
-        return self.await_answer(tag, None)
 
     def is_alive(self, pid: Pid) -> bool:
         _check_pid(pid)

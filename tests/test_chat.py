@@ -5,6 +5,8 @@ import os
 import signal
 import socket
 
+import pytest
+
 import otp
 from otp.pytest_plugin import wait_for
 from workers.chat.chat_sup import ChatSup
@@ -31,70 +33,56 @@ def _members(room):
     return otp.call(ROOM_MANAGER, ("members", room))
 
 
-def _start_chat():
-    sup = ChatSup.start_link(0, otp.self())
+@pytest.fixture
+def chat(cluster):
+    """A chat tree on a free port; ``join(room)`` connects a client that joined ``room`` and
+    returns it with its session's pid. Clients and tree are stopped at the end."""
+    sup = ChatSup.start(0, otp.self())
     _, port = otp.receive(match=lambda m: type(m) is tuple and m[0] == "listening", timeout=10)
-    return sup, port
+    clients = []
+
+    def join(room):
+        before = set(_members(room))
+        client = Client(port)
+        clients.append(client)
+        client.say(f"JOIN {room}")
+        assert client.line() == f"OK JOIN {room}"
+        (session,) = set(_members(room)) - before
+        return client, session
+    yield join
+    for client in clients:
+        client.close()
+    otp.stop(sup, "shutdown")
 
 
-def _joined(port, room):
-    before = set(_members(room))
-    client = Client(port)
-    client.say(f"JOIN {room}")
-    assert client.line() == f"OK JOIN {room}"
-    (session,) = set(_members(room)) - before
-    return client, session
+def test_two_clients_in_a_room_exchange_messages(chat):
+    alice, _ = chat("lobby")
+    bob, _ = chat("lobby")
+    alice.say("lobby hello bob")
+    assert bob.line() == "lobby hello bob"
+    bob.say("lobby hi alice")
+    assert alice.line() == "lobby hi alice"
+    bob.say("elsewhere hm")
+    assert bob.line().startswith("ERROR not in room elsewhere")
 
 
-def test_two_clients_in_a_room_exchange_messages(cluster):
-    sup, port = _start_chat()
-    alice, _ = _joined(port, "lobby")
-    bob, _ = _joined(port, "lobby")
-    try:
-        alice.say("lobby hello bob")
-        assert bob.line() == "lobby hello bob"
-        bob.say("lobby hi alice")
-        assert alice.line() == "lobby hi alice"
-        bob.say("elsewhere hm")
-        assert bob.line().startswith("ERROR not in room elsewhere")
-    finally:
-        alice.close()
-        bob.close()
-        otp.unlink(sup)
-        otp.stop(sup, "shutdown")
+def test_a_killed_session_disconnects_only_its_client_and_leaves_the_room(chat):
+    alice, alice_session = chat("lobby")
+    bob, _ = chat("lobby")
+    carol, _ = chat("lobby")
+    os.kill(otp.os_pid(alice_session), signal.SIGKILL)
+    assert alice.line() == ""                          # her connection closed with her session
+    wait_for(lambda: alice_session not in _members("lobby"), what="the dead session out of the room")
+    bob.say("lobby still here")
+    assert carol.line() == "lobby still here"
 
 
-def test_a_killed_session_disconnects_only_its_client_and_leaves_the_room(cluster):
-    sup, port = _start_chat()
-    alice, alice_session = _joined(port, "lobby")
-    bob, bob_session = _joined(port, "lobby")
-    carol, _ = _joined(port, "lobby")
-    try:
-        os.kill(otp.os_pid(alice_session), signal.SIGKILL)
-        assert alice.line() == ""                          # her connection closed with her session
-        wait_for(lambda: alice_session not in _members("lobby"), what="the dead session out of the room")
-        bob.say("lobby still here")
-        assert carol.line() == "lobby still here"
-    finally:
-        for client in (alice, bob, carol):
-            client.close()
-        otp.unlink(sup)
-        otp.stop(sup, "shutdown")
-
-
-def test_a_killed_room_manager_comes_back_and_the_room_goes_on(cluster):
-    sup, port = _start_chat()
-    alice, _ = _joined(port, "lobby")
-    bob, _ = _joined(port, "lobby")
-    try:
-        old = otp.cluster.whereis_name("room_manager")
-        os.kill(otp.os_pid(old), signal.SIGKILL)
-        wait_for(lambda: otp.cluster.whereis_name("room_manager") not in (None, old), what="a new room manager")
-        wait_for(lambda: len(_members("lobby")) == 2, what="the sessions back in their room")
-        alice.say("lobby after the crash")
-        assert bob.line() == "lobby after the crash"       # without reconnecting
-    finally:
-        alice.close()
-        bob.close()
-        otp.unlink(sup)
-        otp.stop(sup, "shutdown")
+def test_a_killed_room_manager_comes_back_and_the_room_goes_on(chat):
+    alice, _ = chat("lobby")
+    bob, _ = chat("lobby")
+    old = otp.cluster.whereis_name("room_manager")
+    os.kill(otp.os_pid(old), signal.SIGKILL)
+    wait_for(lambda: otp.cluster.whereis_name("room_manager") not in (None, old), what="a new room manager")
+    wait_for(lambda: len(_members("lobby")) == 2, what="the sessions back in their room")
+    alice.say("lobby after the crash")
+    assert bob.line() == "lobby after the crash"       # without reconnecting

@@ -68,9 +68,10 @@ def test_monitors_links_and_exit_signals_work_across_nodes(cluster):
         assert otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10).reason == "noproc"
         otp.link(target)
         assert otp.receive(match=lambda m: isinstance(m, otp.Exit) and m.pid == target, timeout=10).reason == "noproc"
-        # A remote name, monitored as (name, node).
-        ref = otp.monitor(("ctl", a.name))
-        otp.demonitor(ref)
+        # A remote name, monitored as (name, node): not registered there, so noproc from there.
+        ref = otp.monitor(("nobody", a.name))
+        down = otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10)
+        assert (down.pid, down.reason) == (("nobody", a.name), "noproc")
         # A process there linked to one here dies with it.
         other = a.run(cluster_procs.spawn_idle)
         watch = otp.monitor(other)
@@ -110,12 +111,11 @@ def test_a_killed_node_is_seen_down_its_names_go_and_links_and_monitors_get_noco
 def test_a_call_to_a_server_whose_node_dies_exits_nodedown(cluster):
     a = cluster.start("a")
     a.run(cluster_procs.start_global_echo, "slow")
-    caller = otp.spawn(cluster_procs.call_later_reporting, otp.self(), ("global", "slow"))
+    otp.spawn(cluster_procs.call_later_reporting, otp.self(), ("global", "slow"))
     otp.receive(match=lambda m: m == "calling", timeout=10)
     a.kill()
     outcome = otp.receive(match=lambda m: type(m) is tuple and m[0] == "outcome", timeout=10)
     assert outcome[1] == ("ExitError", ("nodedown", a.name))
-    del caller
 
 
 def test_nodes_joining_and_leaving_are_announced(cluster):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("node")
 def test_data_and_close_arrive_as_messages_one_chunk_per_active_once():
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    client = otp.spawn(procs.tcp_client, otp.self(), port)
+    otp.spawn(procs.tcp_client, otp.self(), port)
     server_side, _ = listener.accept()
     try:
         server_side.sendall(b"first")
@@ -25,4 +25,3 @@ def test_data_and_close_arrive_as_messages_one_chunk_per_active_once():
         assert otp.receive(match=lambda m: m == "closed", timeout=10) == "closed"
     finally:
         listener.close()
-    del client
