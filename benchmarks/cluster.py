@@ -4,7 +4,10 @@ routing throughput between two nodes, and the time to see a SIGKILLed node go do
 Targets: global call p50 <= 3x the local call; routing >= 50k msgs/s.
 
 The broker and the other nodes run as ``python -m otp broker`` and ``python -m otp run``,
-each in its own process tree; this program is node ``bench_a``.
+each in its own process tree; this program is node ``bench_a``. Side by side, in the same
+repetitions: the raw pyzmq floor (a direct round trip vs round trips through a CURVE broker
+with 3 and 4 hops each way, ``benchmarks.broker_floor``) and Erlang's own ratio of a
+``gen_server:call`` to another node to one within the node, when ``erl`` is installed.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import sys
 import time
 
 import otp
-from benchmarks import procs
+from benchmarks import broker_floor, procs, roundtrip
 from benchmarks.common import REPETITIONS, emit, median, percentile
+from benchmarks.erlang_call import erlang_remote_and_local_call_times
 from otp.broker import DEFAULT_TICK
 
 COOKIE = "bench-cookie"
@@ -97,17 +101,38 @@ def run() -> None:
             try:
                 local = procs.Idle.start()
                 remote = ("global", f"echo@{b.name}")
-                local_p50, remote_p50, local_rate, remote_rate = [], [], [], []
+                p50 = {key: [] for key in ("local", "remote", "raw_direct", "raw_3_hops", "raw_4_hops",
+                                           "erlang_remote", "erlang_local")}
+                local_rate, remote_rate = [], []
                 for _ in range(REPETITIONS):
-                    local_p50.append(percentile(procs.call_times(local, CALLS), 0.5))
-                    remote_p50.append(percentile(procs.call_times(remote, CALLS), 0.5))
+                    p50["local"].append(percentile(procs.call_times(local, CALLS), 0.5))
+                    p50["remote"].append(percentile(procs.call_times(remote, CALLS), 0.5))
+                    p50["raw_direct"].append(percentile(roundtrip.raw_zmq_roundtrip(CALLS), 0.5))
+                    p50["raw_3_hops"].append(percentile(broker_floor.brokered_roundtrip(CALLS, 3), 0.5))
+                    p50["raw_4_hops"].append(percentile(broker_floor.brokered_roundtrip(CALLS, 4), 0.5))
+                    erlang = erlang_remote_and_local_call_times(CALLS)
+                    if erlang is not None:
+                        p50["erlang_remote"].append(percentile(erlang[0], 0.5))
+                        p50["erlang_local"].append(percentile(erlang[1], 0.5))
                     local_rate.append(throughput(None))
                     remote_rate.append(throughput(b.name))
             finally:
                 b.stop()
-            emit({"bench": "global_call", "calls": CALLS, "repetitions": REPETITIONS,
-                  "local_call_p50_us": median(local_p50) * 1e6, "global_call_p50_us": median(remote_p50) * 1e6,
-                  "ratio": median(remote_p50) / median(local_p50), "target_ratio_max": 3.0})
+            us = {key: median(values) * 1e6 for key, values in p50.items() if values}
+            result = {"bench": "global_call", "calls": CALLS, "repetitions": REPETITIONS,
+                      "local_call_p50_us": us["local"], "global_call_p50_us": us["remote"],
+                      "ratio": us["remote"] / us["local"], "target_ratio_max": 3.0,
+                      "raw_direct_p50_us": us["raw_direct"], "raw_3_hops_p50_us": us["raw_3_hops"],
+                      "raw_4_hops_p50_us": us["raw_4_hops"],
+                      "raw_3_hops_ratio": us["raw_3_hops"] / us["raw_direct"],
+                      "raw_4_hops_ratio": us["raw_4_hops"] / us["raw_direct"],
+                      "local_call_vs_raw_direct": us["local"] / us["raw_direct"]}
+            if "erlang_remote" in us:
+                result.update(erlang_remote_call_p50_us=us["erlang_remote"], erlang_local_call_p50_us=us["erlang_local"],
+                              erlang_ratio=us["erlang_remote"] / us["erlang_local"])
+            else:
+                result.update(erlang="skipped: erl is not installed")
+            emit(result)
             emit({"bench": "broker_throughput", "messages": MESSAGES, "repetitions": REPETITIONS,
                   "through_broker_msgs_per_s": median(remote_rate), "local_msgs_per_s": median(local_rate),
                   "target_min_msgs_per_s": 50_000})

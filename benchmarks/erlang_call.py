@@ -1,5 +1,6 @@
 """Erlang/OTP's own ``gen_server:call`` between two nodes on this host, the peer of
-``otp.call``. Needs ``erl`` and ``erlc`` (Debian's ``erlang-nox``); returns None without them."""
+``otp.call``, and within one node, for the ratio of the two. Needs ``erl`` and ``erlc``
+(Debian's ``erlang-nox``); returns None without them."""
 from __future__ import annotations
 
 import os
@@ -23,11 +24,14 @@ handle_cast(_Msg, State) -> {noreply, State}.
 
 client(Node, N) ->
     wait_for_server(Node, 500),
-    Call = fun() -> gen_server:call({otp_bench_echo, Node}, {ping, 1}) end,
-    [Call() || _ <- lists:seq(1, 50)],
-    Times = [element(1, timer:tc(Call)) || _ <- lists:seq(1, N)],
-    io:format("~w~n", [Times]),
+    io:format("~w~n", [times(fun() -> gen_server:call({otp_bench_echo, Node}, {ping, 1}) end, N)]),
+    {ok, Local} = gen_server:start(?MODULE, [], []),
+    io:format("~w~n", [times(fun() -> gen_server:call(Local, {ping, 1}) end, N)]),
     rpc:call(Node, init, stop, []).
+
+times(Call, N) ->
+    [Call() || _ <- lists:seq(1, 50)],
+    [element(1, timer:tc(Call)) || _ <- lists:seq(1, N)].
 
 wait_for_server(_Node, 0) -> exit(no_server);
 wait_for_server(Node, Tries) ->
@@ -40,6 +44,12 @@ wait_for_server(Node, Tries) ->
 
 def erlang_call_times(count: int) -> list[float] | None:
     """Seconds per call of ``count`` calls from node a to a gen_server on node b, or None."""
+    calls = erlang_remote_and_local_call_times(count)
+    return None if calls is None else calls[0]
+
+
+def erlang_remote_and_local_call_times(count: int) -> tuple[list[float], list[float]] | None:
+    """Seconds per call to a gen_server on another node, then on the caller's node, or None."""
     if not (shutil.which("erl") and shutil.which("erlc")):
         return None
     epmd_was_running = _epmd_running()
@@ -59,8 +69,11 @@ def erlang_call_times(count: int) -> list[float] | None:
                                           f"otp_bench_echo:client('b{suffix}@{host}', {count}), init:stop()."],
                                 capture_output=True, text=True, timeout=300)
         server.wait(60)
-        micros = [int(x) for x in client.stdout.strip().strip("[]").split(",") if x.strip()]
-        return [m / 1e6 for m in micros] or None
+        lines = client.stdout.split()
+        if len(lines) < 2:
+            return None
+        remote, local = ([int(x) / 1e6 for x in line.strip("[]").split(",") if x] for line in lines[:2])
+        return (remote, local) if remote and local else None
     finally:
         if server is not None and server.poll() is None:
             server.kill()
