@@ -35,7 +35,8 @@ if zmq.zmq_version_info() < (4, 3, 5):  # pragma: no cover - pyzmq wheels bundle
 
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
-_send = zmq.backend.Socket.send  # the sugar layer's checks cost more than the send itself
+# The sugar layer's checks cost more than the call itself.
+_send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 _RUNTIME = P.RUNTIME
 _CONTROL_ARITY = {P.REPLY: 3, P.KILL: 2, P.DEMONITOR: 2, P.INFO: 3}
 
@@ -319,15 +320,15 @@ class Runtime:
     def _next_frame(self, deadline: float | None) -> bytes | None:
         """The next frame, or None once the deadline has passed."""
         sock = self._sock
-        try:
-            return sock.recv(zmq.NOBLOCK)
+        try:  # a frame is usually there under load, and a recv costs less than a look first
+            return _recv(sock, _NOBLOCK)
         except zmq.Again:
             pass
         if SPIN_SECONDS > 0 and (deadline is None or deadline - time.monotonic() > SPIN_SECONDS):
             spin_until = time.perf_counter() + SPIN_SECONDS
             while time.perf_counter() < spin_until:
-                if sock.getsockopt(_EVENTS) & _POLLIN:
-                    return sock.recv(zmq.NOBLOCK)
+                if _get(sock, _EVENTS) & _POLLIN:
+                    return _recv(sock, 0)
         # A blocking recv with a receive timeout wakes faster than zmq_poll then recv.
         timeout_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
         if timeout_ms == 0 or timeout_ms < -1:
@@ -336,7 +337,7 @@ class Runtime:
             sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo = timeout_ms
         try:
-            return sock.recv()
+            return _recv(sock, 0)
         except zmq.Again:
             return None
 
