@@ -101,7 +101,8 @@ class LeakCheck:
             try:
                 described.append((proc.pid, proc.cmdline()))
                 proc.kill()
-            except psutil.NoSuchProcess:
+                proc.wait(10)   # reaped here, not left a zombie
+            except (psutil.NoSuchProcess, psutil.TimeoutExpired):
                 pass
         for path in new_dirs:
             shutil.rmtree(path, ignore_errors=True)
