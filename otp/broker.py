@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from otp import codec
 from otp import protocol as P
+from otp.broker_link import monitor_event
 from otp.cookie import BROKER_ROLE, curve_keypair, node_role, resolve_cookie
 from otp.errors import NodeError
 from otp.terms import Pid
@@ -403,8 +403,7 @@ class Broker:
                 self._grant_next(resource)
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
-        event = recv_monitor_message(monitor)
-        if event["event"] == zmq.EVENT_DISCONNECTED:
+        if monitor_event(monitor) == zmq.EVENT_DISCONNECTED:
             # A node's connection closed (killed, or left without a word): who is still there?
             if self.probe_started is None and self.nodes:
                 self.probe_started = time.monotonic()

@@ -124,6 +124,8 @@ class Runtime:
         self._watched_by_ref: dict[Ref, Pid] = {}
         self._dead_servers: dict[Pid, Any] = {}       # server -> exit reason (the latest few)
         self._serials = itertools.count(1)
+        self._spare: Ref | None = None   # the key of the spare process kept ahead (see keep_spare)
+        self.initial_call: list | None = None   # the function a spawned process runs (by reference)
         self._trapping = False
         self._killed: Any = None
         self.closed = False
@@ -394,6 +396,8 @@ class Runtime:
         op = body[0]
         if op == P.REPLY:
             if body[1] in self._awaiting:  # the first answer counts (a spawn gets two)
+                if body[1] == self._spare and body[1] not in self._replies and type(body[2]) is int:
+                    self._connect(body[2])  # the spare's connection is made before it is needed
                 self._replies.setdefault(body[1], body[2])
         elif op == P.KILL:
             self._killed = body[1]
@@ -503,8 +507,40 @@ class Runtime:
         funcref = function_reference(func)
         args_bytes = codec.encode(tuple(args))
         ref = monitor if type(monitor) is Ref else self.make_ref() if monitor else None
+        if link and self._spare is not None:
+            proc_id = self._hand_over(funcref, args_bytes, ref)
+            if proc_id is not None:
+                return Pid(self.node.name, proc_id, self.node.creation), ref
         proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref)
         return Pid(self.node.name, proc_id, self.node.creation), ref
+
+    def keep_spare(self) -> None:
+        """Have a spare process spawned ahead, linked to this one, so that this process's next
+        ``spawn`` with a link hands its function to the spare, one message, instead of
+        spawning: the new process is then already running, its mailbox bound and its
+        connections made. A supervisor restarts its children this way. Returns at once; a
+        no-op while a spare is kept. The spare exits when this process does, for any reason.
+        """
+        if self._spare is not None:
+            return
+        key = self._spare = self.make_ref()
+        self._awaiting.add(key)  # the spawn's answer is kept until the spare is taken
+        self._to_agent([P.SPAWN, self.id, key, _SPARE_BODY, codec.encode((self.pid, key)), True, None])
+
+    def _hand_over(self, funcref: list, args_bytes: bytes, monitor_ref: Ref | None) -> int | None:
+        """Give ``funcref(*args)`` to the spare, if it has started and lives; its process id."""
+        key = self._spare
+        proc_id = self._replies.pop(key, None)
+        if proc_id is None:
+            return None  # not started yet: it will be taken next time
+        self._spare = None
+        self._awaiting.discard(key)
+        if not self._mailbox_exists(proc_id):
+            return None  # it died idle: its exit signal comes as any linked process's does
+        if monitor_ref is not None:
+            self._to_agent([P.MONITOR, self.id, monitor_ref, proc_id])
+        self._deliver(proc_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, key, [funcref, args_bytes]]))
+        return proc_id
 
     def make_ref(self) -> Ref:
         return Ref(self.node.name, self.node.creation, self.id, next(self._serials))
@@ -529,9 +565,9 @@ class Runtime:
         if pid != self.pid:
             self._to_agent([P.UNLINK, self.id, self._peer(pid)])
 
-    def monitor(self, target: Any) -> Ref:
-        """Monitor a Pid, a local name or ``(name, node)``."""
-        ref = self.make_ref()
+    def monitor(self, target: Any, ref: Ref | None = None) -> Ref:
+        """Monitor a Pid, a local name or ``(name, node)``; the monitor's ref is ``ref`` if given."""
+        ref = self.make_ref() if ref is None else ref
         if type(target) is Pid:
             self._to_agent([P.MONITOR, self.id, ref, self._peer(target)])
         elif type(target) is str:
@@ -819,6 +855,7 @@ def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: z
     funcref, args_bytes, spawner_id, tag = spawn_request
     set_node(node)
     rt = Runtime.for_spawned(node, proc_id, spawner_id, tag, mailbox, agent)
+    rt.initial_call = funcref
     _tls.rt = rt
     try:
         func = load_function(funcref)
@@ -831,7 +868,7 @@ def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: z
         reason = NORMAL if code in (None, 0) else ("exit_code", code if type(code) is int else 1)
     except BaseException as exc:  # the process crashed: its reason says how, and where
         reason = exception_reason(exc)
-        log.error("process %r (%s) crashed:\n%s", rt.pid, funcref[2], reason[3])
+        log.error("process %r (%s) crashed:\n%s", rt.pid, rt.initial_call[2], reason[3])
     rt.close(reason)
     for hook in _exit_hooks:
         try:
@@ -842,6 +879,23 @@ def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: z
     return reason
 
 
+def run_spare(spawner: Pid, key: Ref) -> None:
+    """The body of a spare process (see ``Runtime.keep_spare``): wait for the function its
+    spawner hands over and run it, as if spawned with it; or exit with the spawner."""
+    rt = current()
+    rt.set_info(rt.pid, {"behaviour": "spare"})
+    rt.monitor(spawner, ref=key)  # the handover is the answer to the key, the spawner's Down too
+    work = rt.await_answer(key, None)
+    if type(work) is CallDown:
+        return
+    rt.demonitor(key, flush=True)
+    rt.set_info(rt.pid, {"behaviour": None})
+    funcref, args_bytes = work
+    rt.initial_call = funcref
+    load_function(funcref)(*codec.decode(args_bytes))
+
+
+_SPARE_BODY = function_reference(run_spare)
 _exit_hooks: list[Callable[[], None]] = []
 
 

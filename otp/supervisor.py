@@ -19,11 +19,12 @@ OTP-SEMANTICS section 3); ``which_children`` lists children in start order.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from otp import process
 from otp.runtime import current
@@ -193,11 +194,17 @@ class _SupervisorServer(GenServer):
             if restart == "temporary" or self.simple:
                 self.children.remove(child)
             return None
-        _report("child_terminated", self.name, child, reason, level=logging.ERROR if is_abnormal(reason) else logging.INFO)
-        return self._restart(child)
+        level = logging.ERROR if is_abnormal(reason) else logging.INFO
+        report = functools.partial(_report, "child_terminated", self.name, child, reason, level=level, pid=child.pid)
+        return self._restart(child, report)
 
-    def _restart(self, child: _Child) -> Any:
+    def _restart(self, child: _Child, report: Callable[[], None] | None = None) -> Any:
+        """Restart ``child`` (and its group), or give up past the intensity. ``report``, the
+        report of the child's exit, is written once the child is restarted (the restart waits
+        for no log handler), or before any other report."""
         if not self._add_restart():
+            if report is not None:
+                report()
             _report("shutdown", self.name, child, "reached_max_restart_intensity")
             child.pid = None
             return Stop("shutdown")
@@ -205,6 +212,9 @@ class _SupervisorServer(GenServer):
         if strategy in ("one_for_one", "simple_one_for_one"):
             group = [child]
         else:
+            if report is not None:  # before the reports of the siblings' shutdowns
+                report()
+                report = None
             index = self.children.index(child)
             group = self.children if strategy == "one_for_all" else self.children[index:]
             for other in reversed(group):
@@ -220,18 +230,28 @@ class _SupervisorServer(GenServer):
             try:
                 member.pid = self._start(member)
             except StartError as exc:
+                if report is not None:
+                    report()
+                    report = None
                 _report("start_error", self.name, member, exc.reason)
                 member.pid = RESTARTING
                 process.send(process.self(), (_TRY_AGAIN, self._key(member)))
                 return None
             if member.pid is None and self.simple:
                 self.children.remove(member)
+        if report is not None:
+            report()
         return None
 
     def _start(self, child: _Child) -> Pid | None:
-        pid = _start(child.spec, child.args)
+        rt = current()
+        try:
+            pid = _start(child.spec, child.args)
+        finally:
+            # The next start (a restart, most often) takes over a process already running.
+            rt.keep_spare()
         if isinstance(pid, Pid):
-            current().set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
+            rt.set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
         return pid
 
     def _add_restart(self) -> bool:
@@ -446,8 +466,9 @@ def _check_shutdown_reason(child: _Child, reason: Any) -> None:
     _report("shutdown_error", process.self(), child, reason)
 
 
-def _report(context: str, sup: Any, child: _Child, reason: Any, level: int = logging.ERROR) -> None:
-    """A SUPERVISOR REPORT, in Erlang's shape."""
+def _report(context: str, sup: Any, child: _Child, reason: Any, level: int = logging.ERROR,
+            pid: Any = None) -> None:
+    """A SUPERVISOR REPORT, in Erlang's shape; ``pid`` is the offender's if not ``child.pid``."""
     log.log(level, "SUPERVISOR REPORT supervisor=%r context=%s reason=%.500r offender=[id=%r, pid=%r, "
-            "restart=%s, shutdown=%s, type=%s]", sup, context, reason, child.spec.id, child.pid,
+            "restart=%s, shutdown=%s, type=%s]", sup, context, reason, child.spec.id, pid or child.pid,
             child.spec.restart, child.spec.shutdown, child.spec.type)

@@ -9,6 +9,7 @@ import pytest
 
 import otp
 from otp import supervisor as sup_api
+from otp.pytest_plugin import wait_for
 from tests.servers import FailingInit, Nested, Worker, ignores_exits
 
 pytestmark = pytest.mark.usefixtures("node")
@@ -338,3 +339,48 @@ def test_a_sibling_failing_to_restart_is_retried_with_its_group_until_it_starts(
     assert final["c"] != pids["c"] and final["b"] != pids["b"]
     for child_id in ("a", "b", "c"):
         otp.call(final[child_id], "ping")
+
+
+def spare_of(sup, timeout=10):
+    """The spare process ``sup`` keeps ahead for its next start (spawned without waiting)."""
+    def find():
+        for pid in otp.processes():
+            info = otp.process_info(pid)
+            if info and info["behaviour"] == "spare" and sup in info["links"]:
+                return pid
+        return None
+    return wait_for(find, timeout, f"a spare process of {sup!r}")
+
+
+def test_a_restart_hands_the_child_to_the_spare_process_the_supervisor_keeps_ahead():
+    sup, pids = start_sup(workers("a"))
+    spare = spare_of(sup)
+    spare_os_pid = otp.os_pid(spare)
+    kill(pids["a"])
+    new_a = started("a")
+    assert new_a == spare and otp.os_pid(new_a) == spare_os_pid
+    assert otp.call(new_a, "ping") == ("pong", "a")
+    info = otp.process_info(new_a)
+    assert (info["behaviour"], info["child_id"], info["restarts"], info["links"]) == ("gen_server", "a", 1, [sup])
+    assert spare_of(sup) != spare  # and the next one waits
+
+
+def test_a_spare_exits_with_its_supervisor_even_when_that_exits_normally():
+    sup = otp.Supervisor.start(workers("a"))
+    started("a")
+    spare = spare_of(sup)
+    ref = otp.monitor(spare)
+    otp.stop(sup)  # "normal": an exit signal a linked process ignores
+    assert down_of(ref).reason == "normal"
+
+
+def test_a_spare_that_dies_idle_is_no_child_and_the_next_restart_spawns_as_usual():
+    sup, pids = start_sup(workers("a"), intensity=1)
+    spare = spare_of(sup)
+    ref = otp.monitor(spare)
+    kill(spare)
+    assert down_of(ref).reason == "killed"
+    kill(pids["a"])  # the one restart intensity 1 allows: the spare's death was not one
+    new_a = started("a")
+    assert new_a != spare and otp.call(new_a, "ping") == ("pong", "a")
+    assert sup_api.count_children(sup) == {"specs": 1, "active": 1, "supervisors": 0, "workers": 1}
