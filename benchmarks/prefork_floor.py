@@ -24,10 +24,11 @@ import time
 _PR_SET_PDEATHSIG = 1
 
 
-def restart_times(kills: int) -> list[float]:
-    """Seconds from each SIGKILL to the replacement's answer, measured in a fresh interpreter."""
+def restart_times(kills: int, rest: float = 0.0) -> list[float]:
+    """Seconds from each SIGKILL to the replacement's answer, measured in a fresh interpreter;
+    ``rest`` seconds before each kill."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills)], cwd=root,
+    done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills), str(rest)], cwd=root,
                           capture_output=True, text=True, timeout=300, check=True)
     return json.loads(done.stdout)
 
@@ -92,7 +93,7 @@ def _zygote(channel: socket.socket) -> None:
     os._exit(0)
 
 
-def _measure(kills: int) -> list[float]:
+def _measure(kills: int, rest: float) -> list[float]:
     mine, theirs = socket.socketpair()
     zygote = os.fork()
     if zygote == 0:
@@ -103,6 +104,7 @@ def _measure(kills: int) -> list[float]:
         child = int(mine.recv(64))
         times = []
         for _ in range(kills):
+            time.sleep(rest)
             start = time.perf_counter()
             os.kill(child, signal.SIGKILL)
             child = int(mine.recv(64))
@@ -117,4 +119,4 @@ def _measure(kills: int) -> list[float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(int(sys.argv[1]))))
+    print(json.dumps(_measure(int(sys.argv[1]), float(sys.argv[2]))))

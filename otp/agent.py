@@ -340,6 +340,15 @@ class Agent:
             self.names.pop(proc.name, None)
             self.registry_generation.bump()
         pid = self.pid(proc.id)
+        # Links first: a supervisor waits on this exit signal to restart the process.
+        for linked_id in proc.links:
+            if type(linked_id) is Pid:
+                self._to_node(linked_id, ["exit", linked_id.id, linked_id.creation, pid, reason, True])
+                continue
+            linked = self.procs.get(linked_id)
+            if linked is not None:
+                linked.links.discard(proc.id)
+                self._exit_signal(linked, pid, reason, via_link=True)
         for ref, target in proc.monitoring.items():
             if type(target) is int:
                 target_proc = self.procs.get(target)
@@ -355,14 +364,6 @@ class Agent:
             if watcher_proc is not None:
                 watcher_proc.monitoring.pop(ref, None)
                 self._signal(watcher_proc, Down(ref, obj, reason))
-        for linked_id in proc.links:
-            if type(linked_id) is Pid:
-                self._to_node(linked_id, ["exit", linked_id.id, linked_id.creation, pid, reason, True])
-                continue
-            linked = self.procs.get(linked_id)
-            if linked is not None:
-                linked.links.discard(proc.id)
-                self._exit_signal(linked, pid, reason, via_link=True)
         for sender, tag in proc.os_pid_waiters:
             self._reply(sender, tag, None)
         self.node_watchers.discard(proc.id)
