@@ -121,11 +121,17 @@ def check_childspecs(specs: Any) -> list[ChildSpec]:
 @dataclass(frozen=True)
 class SupFlags:
     """A supervisor's strategy and restart intensity: more than ``intensity`` restarts within
-    ``period`` seconds and it gives up (Erlang's defaults: 1 in 5 s)."""
+    ``period`` seconds and it gives up (Erlang's defaults: 1 in 5 s).
+
+    ``spare`` (not Erlang's): the supervisor keeps one process spawned ahead, to which a restart
+    hands the child (a restart then costs a message, not a spawn); ``False`` saves that idle
+    process's memory, and restarts spawn.
+    """
 
     strategy: str = "one_for_one"
     intensity: int = 1
     period: float = 5
+    spare: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -134,6 +140,8 @@ class SupFlags:
             raise ChildSpecError("intensity", f"must be an int >= 0; got {self.intensity!r}")
         if not isinstance(self.period, (int, float)) or isinstance(self.period, bool) or self.period <= 0:
             raise ChildSpecError("period", f"must be seconds > 0; got {self.period!r}")
+        if type(self.spare) is not bool:
+            raise ChildSpecError("spare", f"must be True or False; got {self.spare!r}")
 
 
 def _name_of(start: Callable) -> str:

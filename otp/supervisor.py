@@ -54,7 +54,7 @@ class Supervisor:
         every child has started. A child that fails to start makes this raise
         ``otp.StartError(("shutdown", ("failed_to_start_child", id, reason)))``.
 
-        On ``otp.Supervisor`` itself: ``start_link(children, strategy=, intensity=, period=)``.
+        On ``otp.Supervisor`` itself: ``start_link(children, strategy=, intensity=, period=, spare=)``.
         """
         return _SupervisorServer.start_link(*_init_args(cls, args, flags), name=name, timeout=timeout)
 
@@ -248,8 +248,8 @@ class _SupervisorServer(GenServer):
         try:
             pid = _start(child.spec, child.args)
         finally:
-            # The next start (a restart, most often) takes over a process already running.
-            rt.keep_spare()
+            if self.flags.spare:  # the next start (a restart, most often) takes over a process already running
+                rt.keep_spare()
         if isinstance(pid, Pid):
             rt.set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
         return pid

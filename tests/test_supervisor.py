@@ -28,8 +28,8 @@ def workers(*names, restart="permanent", **extra):
     return [otp.child_spec(n, Worker, args=(otp.self(), n), restart=restart, **extra) for n in names]
 
 
-def start_sup(children, strategy="one_for_one", intensity=10, period=10):
-    sup = otp.Supervisor.start_link(children, strategy=strategy, intensity=intensity, period=period)
+def start_sup(children, strategy="one_for_one", intensity=10, period=10, **flags):
+    sup = otp.Supervisor.start_link(children, strategy=strategy, intensity=intensity, period=period, **flags)
     return sup, {spec.id: started(spec.id) for spec in children}
 
 
@@ -360,6 +360,7 @@ def test_a_restart_hands_the_child_to_the_spare_process_the_supervisor_keeps_ahe
     new_a = started("a")
     assert new_a == spare and otp.os_pid(new_a) == spare_os_pid
     assert otp.call(new_a, "ping") == ("pong", "a")
+    sup_api.which_children(sup)  # whatever it asked of the node agent, it asked before answering
     info = otp.process_info(new_a)
     assert (info["behaviour"], info["child_id"], info["restarts"], info["links"]) == ("gen_server", "a", 1, [sup])
     assert spare_of(sup) != spare  # and the next one waits
@@ -384,3 +385,14 @@ def test_a_spare_that_dies_idle_is_no_child_and_the_next_restart_spawns_as_usual
     new_a = started("a")
     assert new_a != spare and otp.call(new_a, "ping") == ("pong", "a")
     assert sup_api.count_children(sup) == {"specs": 1, "active": 1, "supervisors": 0, "workers": 1}
+
+
+def test_a_supervisor_told_to_keep_no_spare_spawns_its_restarts():
+    sup, pids = start_sup(workers("a"), spare=False)
+    kill(pids["a"])
+    new_a = started("a")
+    assert otp.call(new_a, "ping") == ("pong", "a")
+    sup_api.which_children(sup)  # whatever it asked of the node agent, it asked before answering
+    assert otp.process_info(sup)["links"] == sorted([otp.self(), new_a], key=repr)
+    with pytest.raises(otp.ChildSpecError, match="spare"):
+        otp.Supervisor.start_link(workers("b"), spare="yes")
