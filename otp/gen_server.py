@@ -106,6 +106,13 @@ class GenServer:
     def code_change(self, old_vsn: Any, extra: Any) -> None:
         """Upgrade the state on ``self`` from ``old_vsn`` (kept for Erlang's callback set)."""
 
+    # Internal (a supervisor's): once no message has come for ``_idle_after`` seconds, the loop
+    # runs ``_on_idle`` once.
+    _idle_after: float | None = None
+
+    def _on_idle(self) -> None:
+        pass
+
 
 # --------------------------------------------------------------------- client API
 
@@ -290,7 +297,15 @@ def _loop(rt: Any, server: GenServer, parent: Pid) -> None:
     msg: Any = None
     try:
         while True:
-            msg = rt.receive()
+            if server._idle_after is None:
+                msg = rt.receive()
+            else:
+                try:
+                    msg = rt.receive(timeout=server._idle_after)
+                except Timeout:
+                    server._idle_after = None
+                    server._on_idle()
+                    continue
             kind = msg[0] if type(msg) is tuple and msg else None
             if kind == _CALL and len(msg) == 3:
                 caller, request = msg[1], msg[2]

@@ -38,6 +38,10 @@ from otp.terms import KILLED, Down, Exit, Pid
 log = logging.getLogger(__name__)
 
 RESTARTING = "restarting"
+SPARE_AFTER_IDLE = 0.01
+"""Seconds without a message after a start before a supervisor makes its next spare process: the
+spare's making (a fork and a process start) then does not compete for the CPU with the child
+just started, nor with its first callers."""
 _TRY_AGAIN = "$sup_try_again"
 
 
@@ -248,11 +252,15 @@ class _SupervisorServer(GenServer):
         try:
             pid = _start(child.spec, child.args)
         finally:
-            if self.flags.spare:  # the next start (a restart, most often) takes over a process already running
-                rt.keep_spare()
+            if self.flags.spare:
+                self._idle_after = SPARE_AFTER_IDLE
         if isinstance(pid, Pid):
             rt.set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
         return pid
+
+    def _on_idle(self) -> None:
+        # The next start (a restart, most often) takes over a process already running.
+        current().keep_spare()
 
     def _add_restart(self) -> bool:
         """Erlang's add_restart: whole seconds, inclusive window, intensity restarts allowed."""
