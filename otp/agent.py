@@ -15,13 +15,11 @@ import itertools
 import json
 import logging
 import os
-import select
 import shutil
 import signal
 import socket
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +61,6 @@ class Proc:
     monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
     sock: zmq.Socket | None = None
     os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
-    pidfd: int | None = None       # readable once the OS process has exited (see on_forked)
-    reason_fd: int | None = None   # the pipe its exit reason comes through
     info: dict = field(default_factory=dict)   # facts for process_info (behaviour, supervisor, restarts)
 
 
@@ -92,9 +88,6 @@ class Agent:
         self.registry_generation = RegistryGeneration.create(rundir)
         self.ids = itertools.count(1)
         self.zygote_reader = forkserver.FrameReader()
-        self.zygote_fds: deque[int] = deque()   # passed with Z_FORKED frames, in their order
-        self.death_watch = select.epoll()        # the pidfds of the processes, by fd
-        self.watched: dict[int, int] = {}        # pidfd -> process id
         self.stopping = False
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -128,7 +121,6 @@ class Agent:
         poller.register(self.zygote.fileno(), zmq.POLLIN)
         poller.register(self.parent_fd, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
-        poller.register(self.death_watch.fileno(), zmq.POLLIN)
         link = self.link
         if link is not None:
             poller.register(link.sock, zmq.POLLIN)
@@ -138,8 +130,6 @@ class Agent:
             events = dict(poller.poll(timeout))
             if self.inbox in events:
                 self._drain_inbox(handlers)
-            if self.death_watch.fileno() in events:
-                self._on_deaths()
             if self.zygote.fileno() in events:
                 self._on_zygote()
             if self.wake_r in events:
@@ -204,10 +194,9 @@ class Agent:
 
     def _on_zygote(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.zygote, 1 << 20, 16)
+            data = self.zygote.recv(1 << 20)
         except ConnectionError:
-            data, fds = b"", []
-        self.zygote_fds.extend(fds)
+            data = b""
         if not data:
             if not self.stopping:
                 log.error("the fork server of node %s died: stopping the node", self.name)
@@ -220,8 +209,7 @@ class Agent:
             self._drain_inbox(self.handlers)
         for op, *args in frames:
             if op == P.Z_FORKED:
-                proc_id, os_pid, nfds = args
-                self.on_forked(proc_id, os_pid, [self.zygote_fds.popleft() for _ in range(nfds)])
+                self.on_forked(*args)
             elif op == P.Z_EXITED:
                 self.on_exited(*args)
             elif op == P.Z_FORK_FAILED:
@@ -284,16 +272,10 @@ class Agent:
         payload = codec.encode([funcref, args_bytes, sender, tag])
         forkserver.send_frame(self.zygote, [P.Z_SPAWN, proc_id, payload])
 
-    def on_forked(self, proc_id: int, os_pid: int, fds: list[int]) -> None:
+    def on_forked(self, proc_id: int, os_pid: int) -> None:
         proc = self.procs.get(proc_id)
         if proc is None:
-            for fd in fds:
-                os.close(fd)
             return
-        if fds:  # its death is ours to see (see _on_deaths)
-            proc.pidfd, proc.reason_fd = fds
-            self.watched[proc.pidfd] = proc_id
-            self.death_watch.register(proc.pidfd, select.EPOLLIN)
         proc.os_pid = os_pid
         for sender, tag in proc.os_pid_waiters:
             self._reply(sender, tag, os_pid)
@@ -324,45 +306,10 @@ class Agent:
             self._reply(*proc.spawner, proc.id)
             proc.spawner = None
 
-    def _on_deaths(self) -> None:
-        """Processes whose OS process has exited (the zygote leaves them unreaped): each dies
-        now, with the reason it wrote or, killed, with the wait status of its zombie, a hop
-        sooner than through the zygote, which is then told to reap it (and reports the status
-        again: dropped, or used if the zombie could not be read)."""
-        dead = [self.watched.get(fd) for fd, _ in self.death_watch.poll(0)]
-        # What the dead sent (to other nodes, through us) before dying goes out first.
-        self._drain_inbox(self.handlers)
-        for proc_id in dead:
-            proc = self.procs.get(proc_id)
-            if proc is None or proc.pidfd is None:
-                continue
-            reason_bytes = forkserver.read_reason(proc.reason_fd)
-            proc.reason_fd = None
-            status = None if reason_bytes else _zombie_wait_status(proc.os_pid)
-            self._unwatch(proc)
-            os_pid = proc.os_pid
-            if reason_bytes or status is not None:
-                self.on_exited(proc_id, os_pid, status or 0, reason_bytes)
-            forkserver.send_frame(self.zygote, [P.Z_REAP, os_pid])
-
-    def _unwatch(self, proc: Proc) -> None:
-        if proc.pidfd is not None:
-            self.watched.pop(proc.pidfd, None)
-            self.death_watch.unregister(proc.pidfd)
-            os.close(proc.pidfd)
-            proc.pidfd = None
-        if proc.reason_fd is not None:
-            os.close(proc.reason_fd)
-            proc.reason_fd = None
-
     def on_exited(self, proc_id: int, os_pid: int, status: int, reason_bytes: bytes) -> None:
         proc = self.procs.get(proc_id)
         if proc is None:
             return
-        if proc.reason_fd is not None:  # the zygote reaped it before we saw it die
-            reason_bytes = forkserver.read_reason(proc.reason_fd)
-            proc.reason_fd = None
-        self._unwatch(proc)
         reason = None
         if reason_bytes:
             try:
@@ -1027,18 +974,6 @@ def _os_figures(os_pid: int | None) -> dict:
     except psutil.Error:
         pass
     return figures
-
-
-def _zombie_wait_status(os_pid: int) -> int | None:
-    """The wait status of a zombie (an exited process not yet reaped), from ``/proc``; None if
-    it cannot be read there."""
-    try:
-        with open(f"/proc/{os_pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        # fields[0] is the state (field 3 of the line); the wait status is the last (field 52).
-        return int(fields[-1]) if fields[0] == b"Z" else None
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, Iterator, NoReturn
+from typing import Any, NoReturn
 
 
 from otp import codec
@@ -47,15 +47,9 @@ def become_subreaper() -> None:
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def send_frame(sock: socket.socket, obj: Any, fds: list[int] = ()) -> None:
-    """Send one frame; ``fds`` go with its first byte (the receiver takes them in order)."""
+def send_frame(sock: socket.socket, obj: Any) -> None:
     data = codec.encode(obj)
-    frame = _LENGTH.pack(len(data)) + data
-    if fds:
-        sent = socket.send_fds(sock, [frame], fds)
-        frame = frame[sent:]
-    if frame:
-        sock.sendall(frame)
+    sock.sendall(_LENGTH.pack(len(data)) + data)
 
 
 class FrameReader:
@@ -119,7 +113,6 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preloa
     _libc.malloc_trim(0)
     children: dict[int, list] = {}      # os pid -> [process id or None while warm, reason pipe]
     warm: list[tuple[int, int]] = []    # (os pid, assignment pipe write end), oldest first
-    handed: set[int] = set()            # children whose death the agent watches (it says when to reap)
     reader = FrameReader()
     node = (node_name, creation, rundir)
     recent_spawns: list[float] = []     # monotonic times of the spawns in the current burst window
@@ -160,71 +153,33 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preloa
         except OSError:
             pass  # it died while warm: its death is reported as this process's
         os.close(assign_w)
-        # The agent watches the process's death itself, a hop sooner than through us: it takes
-        # a pidfd and the exit reason pipe, reads the wait status from the zombie, and then
-        # tells us to reap it (Z_REAP).
-        try:
-            pidfd = os.pidfd_open(os_pid)
-        except OSError:  # a kernel older than 5.3: the death is reported through us
-            send_frame(ctl, [P.Z_FORKED, proc_id, os_pid, 0])
-            return
-        reason_fd, children[os_pid][1] = children[os_pid][1], None
-        handed.add(os_pid)
-        send_frame(ctl, [P.Z_FORKED, proc_id, os_pid, 2], [pidfd, reason_fd])
-        os.close(pidfd)
-        os.close(reason_fd)
+        send_frame(ctl, [P.Z_FORKED, proc_id, os_pid])
 
-    def exited() -> Iterator[tuple[int, int]]:
-        """The children that exited and are ours to reap: (os pid, wait status)."""
-        if not handed:
-            while children:
-                try:
-                    os_pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    return
-                if os_pid == 0:
-                    return
-                yield os_pid, status
-            return
-        for os_pid in [p for p in children if p not in handed]:  # warm ones, mostly
+    def reap() -> None:
+        while children:
             try:
-                reaped, status = os.waitpid(os_pid, os.WNOHANG)
+                os_pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                return
+            if os_pid == 0:
+                return
+            entry = children.pop(os_pid, None)
+            if entry is None:
                 continue
-            if reaped:
-                yield reaped, status
-
-    def reap(handed_pid: int | None = None) -> None:
-        """Reap what exited, and ``handed_pid`` (a child whose death the agent saw)."""
-        if handed_pid is not None and handed_pid in handed:
-            handed.discard(handed_pid)
-            try:
-                _, status = os.waitpid(handed_pid, 0)
-                report(handed_pid, status)
-            except ChildProcessError:
-                pass
-        for os_pid, status in exited():
-            report(os_pid, status)
-
-    def report(os_pid: int, status: int) -> None:
-        entry = children.pop(os_pid, None)
-        if entry is None:
-            return
-        proc_id, reason_fd = entry
-        if proc_id is None:  # a warm process died unused
-            os.close(reason_fd)
-            try:
-                os.unlink(os.path.join(rundir, warm_mailbox_name(os_pid)))
-            except FileNotFoundError:
-                pass
-            for i, (warm_pid, assign_w) in enumerate(warm):
-                if warm_pid == os_pid:
-                    os.close(assign_w)
-                    del warm[i]
-                    break
-            return
-        reason = b"" if reason_fd is None else read_reason(reason_fd)
-        send_frame(ctl, [P.Z_EXITED, proc_id, os_pid, status, reason])
+            proc_id, reason_fd = entry
+            if proc_id is None:  # a warm process died unused
+                os.close(reason_fd)
+                try:
+                    os.unlink(os.path.join(rundir, warm_mailbox_name(os_pid)))
+                except FileNotFoundError:
+                    pass
+                for i, (warm_pid, assign_w) in enumerate(warm):
+                    if warm_pid == os_pid:
+                        os.close(assign_w)
+                        del warm[i]
+                        break
+                continue
+            send_frame(ctl, [P.Z_EXITED, proc_id, os_pid, status, _read_reason(reason_fd)])
 
     def stop() -> NoReturn:
         for os_pid in children:
@@ -255,8 +210,6 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preloa
             for op, *args in reader.feed(data):
                 if op == P.Z_SPAWN:
                     spawn(*args)
-                elif op == P.Z_REAP:
-                    reap(*args)
                 elif op == P.Z_STOP:
                     stop()
         if recent_spawns:
@@ -272,7 +225,7 @@ def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preloa
                 break
 
 
-def read_reason(fd: int) -> bytes:
+def _read_reason(fd: int) -> bytes:
     """The exit reason a child wrote before exiting (b"" if none), and close its pipe."""
     chunks = []
     try:

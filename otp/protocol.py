@@ -53,10 +53,9 @@ INFO = "info"            # [INFO, tag, reply_to]: answer {"mailbox": n} at tag
 # zygote <-> agent, length-prefixed codec lists over a unix stream socket
 Z_SPAWN = "spawn"        # agent -> zygote: id, spawn payload bytes
 Z_STOP = "stop"          # agent -> zygote: kill every child and exit
-Z_REAP = "reap"          # agent -> zygote: os_pid, an exited child whose pidfd the agent had: reap it
-Z_FORKED = "forked"      # zygote -> agent: id, os_pid, fds passed with it (0, or 2: a pidfd and the exit reason pipe)
+Z_FORKED = "forked"      # zygote -> agent: id, os_pid
 Z_FORK_FAILED = "fork_failed"  # zygote -> agent: id, error text
-Z_EXITED = "exited"      # zygote -> agent: id, os_pid, wait status, reason bytes (b"" if none, or if the agent has the pipe)
+Z_EXITED = "exited"      # zygote -> agent: id, os_pid, wait status, reason bytes (b"" if none)
 
 REGISTRY_GENERATION = "registry.gen"
 """A file in the run directory holding a 64-bit counter the agent bumps at every change of the

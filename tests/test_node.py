@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import select
 import signal
 import stat
 import subprocess
@@ -174,36 +173,3 @@ def test_stopping_the_node_wakes_a_thread_blocked_in_receive():
         assert ready.wait(10)
     thread.join(10)
     assert outcome == ["shutdown"]
-
-
-@pytest.mark.parametrize("death", ["sigkill", "sigterm", "exit_code"])
-def test_the_agent_reads_a_zombies_wait_status_as_waitpid_gives_it(death):
-    """The agent sees a process die through its pidfd and reads the wait status of the zombie
-    (the zygote reaps it only when told): it must be the status waitpid then returns."""
-    from otp.agent import _zombie_wait_status
-    ready_r, ready_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.write(ready_w, b"x")
-        if death == "exit_code":
-            os._exit(3)
-        signal.pause()
-        os._exit(0)
-    try:
-        os.read(ready_r, 1)
-        pidfd = os.pidfd_open(child)
-        if death != "exit_code":
-            os.kill(child, signal.SIGKILL if death == "sigkill" else signal.SIGTERM)
-        select.select([pidfd], [], [], 10)
-        status = _zombie_wait_status(child)
-        assert os.waitpid(child, 0)[1] == status
-        assert _zombie_wait_status(child) is None  # reaped: nothing to read
-        os.close(pidfd)
-    finally:
-        os.close(ready_r)
-        os.close(ready_w)
-        try:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
