@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -88,6 +89,9 @@ class Agent:
         self.registry_generation = RegistryGeneration.create(rundir)
         self.ids = itertools.count(1)
         self.zygote_reader = forkserver.FrameReader()
+        # Frames to the zygote wait here while its socket is full: the zygote may itself be
+        # blocked sending to us, and the two must never both wait.
+        self.zygote_out = bytearray()
         self.stopping = False
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -118,7 +122,9 @@ class Agent:
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.inbox, zmq.POLLIN)
-        poller.register(self.zygote.fileno(), zmq.POLLIN)
+        zygote_fd = self.zygote.fileno()
+        poller.register(zygote_fd, zmq.POLLIN)
+        zygote_flags = zmq.POLLIN
         poller.register(self.parent_fd, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         link = self.link
@@ -127,10 +133,15 @@ class Agent:
         handlers = self.handlers
         while not self.stopping:
             timeout = None if link is None else max(1, int(link.tick * 250))
+            if zygote_flags != (zmq.POLLIN | zmq.POLLOUT if self.zygote_out else zmq.POLLIN):
+                zygote_flags ^= zmq.POLLOUT
+                poller.register(zygote_fd, zygote_flags)
             events = dict(poller.poll(timeout))
             if self.inbox in events:
                 self._drain_inbox(handlers)
-            if self.zygote.fileno() in events:
+            if events.get(zygote_fd, 0) & zmq.POLLOUT:
+                self._flush_zygote()
+            if events.get(zygote_fd, 0) & zmq.POLLIN:
                 self._on_zygote()
             if self.wake_r in events:
                 os.read(self.wake_r, 4096)
@@ -215,6 +226,23 @@ class Agent:
             elif op == P.Z_FORK_FAILED:
                 self.on_fork_failed(*args)
 
+    def _to_zygote(self, request: list) -> None:
+        self.zygote_out += forkserver.frame(request)
+        self._flush_zygote()
+
+    def _flush_zygote(self) -> None:
+        """Send what the zygote's socket takes now, without waiting."""
+        out = self.zygote_out
+        while out:
+            try:
+                sent = self.zygote.send(out, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:  # the zygote is gone: _on_zygote sees it
+                out.clear()
+                return
+            del out[:sent]
+
     def _reap_orphans(self) -> None:
         """Reap whatever was reparented to the agent (it is a subreaper), and notice the zygote."""
         while True:
@@ -270,7 +298,7 @@ class Agent:
             proc.monitored_by[monitor_ref] = (sender, self.pid(proc_id))
             spawner.monitoring[monitor_ref] = proc_id
         payload = codec.encode([funcref, args_bytes, sender, tag])
-        forkserver.send_frame(self.zygote, [P.Z_SPAWN, proc_id, payload])
+        self._to_zygote([P.Z_SPAWN, proc_id, payload])
 
     def on_forked(self, proc_id: int, os_pid: int) -> None:
         proc = self.procs.get(proc_id)
@@ -924,14 +952,17 @@ class Agent:
         if self.link is not None:
             self.link.close(leaving=True)
         if self.zygote_pid:
+            self.zygote_out += forkserver.frame([P.Z_STOP])
+            # Until it has taken the stop and closed: what it sends meanwhile is dropped.
+            deadline = time.monotonic() + ZYGOTE_STOP_TIMEOUT
             try:
-                forkserver.send_frame(self.zygote, [P.Z_STOP])
-            except OSError:
-                pass
-            self.zygote.settimeout(ZYGOTE_STOP_TIMEOUT)
-            try:
-                while self.zygote.recv(1 << 20):
-                    pass
+                while time.monotonic() < deadline:
+                    writable = [self.zygote] if self.zygote_out else []
+                    readable, writable, _ = select.select([self.zygote], writable, [], deadline - time.monotonic())
+                    if writable:
+                        self._flush_zygote()
+                    if readable and not self.zygote.recv(1 << 20):
+                        break
             except OSError:
                 pass
             try:

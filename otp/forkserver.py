@@ -47,9 +47,15 @@ def become_subreaper() -> None:
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def send_frame(sock: socket.socket, obj: Any) -> None:
+def frame(obj: Any) -> bytes:
+    """The bytes of one control frame."""
     data = codec.encode(obj)
-    sock.sendall(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    """Send one frame, waiting while the socket is full."""
+    sock.sendall(frame(obj))
 
 
 class FrameReader:

@@ -337,3 +337,17 @@ def test_whereis_sees_every_change_made_by_other_processes():
     down_of(ref)
     assert otp.whereis("moving") is None
     otp.exit(first, "kill")
+
+
+def test_hundreds_of_processes_killed_at_once_all_report_their_death():
+    # Their deaths reach the node agent together while it may be asking the zygote for more
+    # processes: neither of the two ever waits on the other.
+    pids = [otp.spawn(procs.wait_forever) for _ in range(300)]
+    refs = {otp.monitor(pid): pid for pid in pids}
+    for pid in pids:
+        otp.exit(pid, "kill")
+    for _ in pids:
+        down = otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref in refs, timeout=30)
+        assert down.reason == "killed"
+        del refs[down.ref]
+    assert not any(otp.is_alive(pid) for pid in pids)
