@@ -958,7 +958,7 @@ class Agent:
             try:
                 while time.monotonic() < deadline:
                     writable = [self.zygote] if self.zygote_out else []
-                    readable, writable, _ = select.select([self.zygote], writable, [], deadline - time.monotonic())
+                    readable, writable, _ = select.select([self.zygote], writable, [], max(0.0, deadline - time.monotonic()))
                     if writable:
                         self._flush_zygote()
                     if readable and not self.zygote.recv(1 << 20):

@@ -6,8 +6,8 @@
 Fields: ``pid``, ``node``, ``os_pid``, ``registered_name``, ``behaviour`` (``"gen_server"``,
 ``"supervisor"``, ``"spare"`` for a supervisor's idle spare process, or None), ``module`` (the
 behaviour's class), ``status`` (``"running"``, ``"waiting"``, ``"suspended"``: the OS process's
-state), ``mailbox`` (messages waiting; None if the
-process is too busy to say within ``timeout``), ``links``, ``monitors``, ``monitored_by``,
+state), ``mailbox`` (messages waiting; None if the process is too busy to say within
+``timeout``), ``links``, ``monitors``, ``monitored_by``,
 ``trap_exit``, ``memory_rss``, ``memory_uss`` (bytes), ``cpu_user``, ``cpu_system`` (seconds),
 ``started`` (epoch seconds), and for a supervised child ``supervisor``, ``child_id`` and
 ``restarts`` (how many times its supervisor has restarted it).

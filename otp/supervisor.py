@@ -248,14 +248,11 @@ class _SupervisorServer(GenServer):
         return None
 
     def _start(self, child: _Child) -> Pid | None:
-        rt = current()
-        try:
-            pid = _start(child.spec, child.args)
-        finally:
-            if self.flags.spare:
-                self._idle_after = SPARE_AFTER_IDLE
+        if self.flags.spare:
+            self._idle_after = SPARE_AFTER_IDLE  # then the next spare is made (see _on_idle)
+        pid = _start(child.spec, child.args)
         if isinstance(pid, Pid):
-            rt.set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
+            current().set_info(pid, {"supervisor": self.name, "child_id": child.spec.id, "restarts": child.restarts})
         return pid
 
     def _on_idle(self) -> None:
