@@ -8,9 +8,9 @@ Targets: p50 <= 10 ms, p99 <= 30 ms.
 
 Each is measured twice: kills back to back (the next kill as soon as the replacement has
 answered: a restart storm, where each restart also pays for the background work of the one
-before: the next warm process, the supervisor's next spare), and at rest (kills
-``REST_SECONDS`` apart, as restarts come when they are rare enough for a supervisor's intensity
-to allow them).
+before, such as the zygote's next warm process, and the supervisor, never idle, keeps no spare),
+and at rest (kills ``REST_SECONDS`` apart, as restarts come when they are rare enough for a
+supervisor's intensity to allow them).
 """
 from __future__ import annotations
 
