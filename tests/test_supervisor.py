@@ -396,3 +396,13 @@ def test_a_supervisor_told_to_keep_no_spare_spawns_its_restarts():
     assert otp.process_info(sup)["links"] == sorted([otp.self(), new_a], key=repr)
     with pytest.raises(otp.ChildSpecError, match="spare"):
         otp.Supervisor.start_link(workers("b"), spare="yes")
+
+
+def test_a_named_child_restarted_in_the_spare_takes_its_name_again():
+    sup, pids = start_sup([otp.child_spec("a", Worker, args=(otp.self(), "a"), name="named_a")])
+    assert otp.whereis("named_a") == pids["a"]
+    spare = spare_of(sup)
+    kill(pids["a"])
+    new_a = started("a")
+    assert new_a == spare and otp.whereis("named_a") == new_a
+    assert otp.call("named_a", "ping") == ("pong", "a")
