@@ -406,3 +406,17 @@ def test_a_named_child_restarted_in_the_spare_takes_its_name_again():
     new_a = started("a")
     assert new_a == spare and otp.whereis("named_a") == new_a
     assert otp.call("named_a", "ping") == ("pong", "a")
+
+
+def test_a_supervisor_child_restarted_in_the_spare_starts_its_own_children():
+    top = Nested.start_link(otp.self(), 5)
+    started("inner_worker")
+    inner = sup_api.which_children(top)[0][1]
+    spare = spare_of(top)
+    inner_ref = otp.monitor(inner)
+    kill(inner)
+    assert down_of(inner_ref).reason == "killed"
+    worker = started("inner_worker")      # the new inner supervisor started its worker
+    assert sup_api.which_children(top)[0][1] == spare
+    assert sup_api.which_children(spare)[0][1] == worker
+    assert otp.process_info(spare)["behaviour"] == "supervisor"
