@@ -6,8 +6,8 @@ byte on a pipe), which announces itself and answers a ping over a socketpair it 
 What is left is the kernel's teardown of the killed process, the wake-ups and a fork off the
 critical path: no supervisor, no node agent, no mailbox, no connection to make.
 
-Run in a fresh interpreter (``python -m benchmarks.prefork_floor KILLS`` prints the times as
-a JSON list), so the zygote is as small as Python gets.
+Run in a fresh interpreter (``python -m benchmarks.prefork_floor KILLS REST_SECONDS`` prints the
+times as a JSON list), so the zygote is as small as Python gets.
 """
 from __future__ import annotations
 

@@ -396,7 +396,8 @@ class Runtime:
         op = body[0]
         if op == P.REPLY:
             if body[1] in self._awaiting:  # the first answer counts (a spawn gets two)
-                if body[1] == self._spare and body[1] not in self._replies and type(body[2]) is int:
+                spare = self._spare  # None but in a supervisor: a call's reply pays one look
+                if spare is not None and body[1] == spare and spare not in self._replies and type(body[2]) is int:
                     self._connect(body[2])  # the spare's connection is made before it is needed
                 self._replies.setdefault(body[1], body[2])
         elif op == P.KILL:
