@@ -189,6 +189,7 @@ class Agent:
     def _handlers(self) -> dict:
         return {
             P.SPAWN: self.on_spawn, P.STARTED: self.on_started, P.ATTACH: self.on_attach,
+            P.SPARE: self.on_spare, P.TAKE_SPARE: self.on_take_spare,
             P.DETACH: self.on_detach, P.LINK: self.on_link, P.UNLINK: self.on_unlink,
             P.MONITOR: self.on_monitor, P.DEMONITOR: self.on_demonitor, P.EXIT: self.on_exit,
             P.TRAP_EXIT: self.on_trap_exit, P.REGISTER: self.on_register,
@@ -284,10 +285,10 @@ class Agent:
     # ----------------------------------------------------------------- lifecycle
 
     def on_spawn(self, sender: int, tag: int, funcref: list, args_bytes: bytes, link: bool,
-                 monitor_ref: Ref | None) -> None:
+                 monitor_ref: Ref | None) -> Proc | None:
         spawner = self.procs.get(sender)
         if spawner is None:
-            return
+            return None
         proc_id = next(self.ids)
         proc = Proc(proc_id, str(proc_id), spawner=(sender, tag))
         self.procs[proc_id] = proc
@@ -299,6 +300,28 @@ class Agent:
             spawner.monitoring[monitor_ref] = proc_id
         payload = codec.encode([funcref, args_bytes, sender, tag])
         self._to_zygote([P.Z_SPAWN, proc_id, payload])
+        return proc
+
+    def on_spare(self, sender: int, key: Ref, funcref: list, args_bytes: bytes) -> None:
+        """A spawn kept ahead (``Runtime.keep_spare``): linked to its spawner, and monitoring
+        it under ``key`` so that it exits with the spawner for any reason; all set up here, so
+        that the spare sends nothing of its own."""
+        proc = self.on_spawn(sender, key, funcref, args_bytes, True, None)
+        if proc is not None:
+            proc.info["behaviour"] = "spare"
+            proc.monitoring[key] = sender
+            self.procs[sender].monitored_by[key] = (proc.id, self.pid(sender))
+
+    def on_take_spare(self, sender: int, spare_id: int, key: Ref, monitor_ref: Ref | None) -> None:
+        """The spawner handed its spare a function: the spare is an ordinary process now."""
+        proc = self.procs.get(spare_id)
+        if proc is not None:
+            if proc.monitoring.pop(key, None) is not None and sender in self.procs:
+                self.procs[sender].monitored_by.pop(key, None)
+            if proc.info.get("behaviour") == "spare":  # unless it has told what it is now
+                del proc.info["behaviour"]
+        if monitor_ref is not None:
+            self.on_monitor(sender, monitor_ref, spare_id)
 
     def on_forked(self, proc_id: int, os_pid: int) -> None:
         proc = self.procs.get(proc_id)

@@ -526,7 +526,7 @@ class Runtime:
             return
         key = self._spare = self.make_ref()
         self._awaiting.add(key)  # the spawn's answer is kept until the spare is taken
-        self._to_agent([P.SPAWN, self.id, key, _SPARE_BODY, codec.encode((self.pid, key)), True, None])
+        self._to_agent([P.SPARE, self.id, key, _SPARE_BODY, codec.encode((key,))])
 
     def _hand_over(self, funcref: list, args_bytes: bytes, monitor_ref: Ref | None) -> int | None:
         """Give ``funcref(*args)`` to the spare, if it has started and lives; its process id."""
@@ -538,8 +538,7 @@ class Runtime:
         self._awaiting.discard(key)
         if not self._mailbox_exists(proc_id):
             return None  # it died idle: its exit signal comes as any linked process's does
-        if monitor_ref is not None:
-            self._to_agent([P.MONITOR, self.id, monitor_ref, proc_id])
+        self._to_agent([P.TAKE_SPARE, self.id, proc_id, key, monitor_ref])
         self._deliver(proc_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, key, [funcref, args_bytes]]))
         return proc_id
 
@@ -880,17 +879,15 @@ def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: z
     return reason
 
 
-def run_spare(spawner: Pid, key: Ref) -> None:
+def run_spare(key: Ref) -> None:
     """The body of a spare process (see ``Runtime.keep_spare``): wait for the function its
-    spawner hands over and run it, as if spawned with it; or exit with the spawner."""
+    spawner hands over and run it, as if spawned with it; or exit with the spawner. The agent
+    made the spare monitor its spawner under ``key``, so that the handover and the spawner's
+    ``Down`` are both the answer to ``key``, and drops that monitor at the handover."""
     rt = current()
-    rt.set_info(rt.pid, {"behaviour": "spare"})
-    rt.monitor(spawner, ref=key)  # the handover is the answer to the key, the spawner's Down too
     work = rt.await_answer(key, None)
     if type(work) is CallDown:
         return
-    rt.demonitor(key, flush=True)
-    rt.set_info(rt.pid, {"behaviour": None})
     funcref, args_bytes = work
     rt.initial_call = funcref
     load_function(funcref)(*codec.decode(args_bytes))
