@@ -6,20 +6,19 @@ polling), and delivers exit signals and ``Down`` messages, including those the d
 send. It runs no user code. When the program that started it dies, or it is told to stop, it
 kills every process of the node and removes the run directory.
 
-Started by ``otp.Node`` as ``python -m otp.agent``; not a public interface.
+Started by ``otp.Node`` through ``otp.boot``, which forks the zygote first; not a public
+interface.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import select
 import shutil
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -1030,8 +1029,9 @@ def _os_figures(os_pid: int | None) -> dict:
     return figures
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m otp.agent")
+def main(argv: list[str], zygote_pid: int, zygote: socket.socket, cookie: str | None) -> None:
+    """Run the agent of the node ``argv`` describes, its zygote already forked (``otp.boot``)."""
+    parser = argparse.ArgumentParser(prog="python -m otp.boot")
     parser.add_argument("--name", required=True)
     parser.add_argument("--creation", type=int, required=True)
     parser.add_argument("--rundir", required=True)
@@ -1040,19 +1040,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preload", action="append", default=[])
     parser.add_argument("--broker", default=None)
     args = parser.parse_args(argv)
-    cookie = os.environ.pop("OTP_AGENT_COOKIE", None)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    sys.path[:] = json.loads(os.environ.get("OTP_SYS_PATH", "[]")) or sys.path
     forkserver.become_subreaper()
-    agent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    zygote_pid = os.fork()  # before any ZeroMQ context or thread exists
-    if zygote_pid == 0:
-        agent_end.close()
-        os.close(args.parent_fd)
-        os.close(args.ready_fd)
-        forkserver.serve(zygote_end, args.name, args.creation, args.rundir, args.preload)
-    zygote_end.close()
-    agent = Agent(args.name, args.creation, args.rundir, zygote_pid, agent_end, args.parent_fd,
+    forkserver.send_frame(zygote, [P.Z_START, args.name, args.creation, args.rundir, args.preload])
+    agent = Agent(args.name, args.creation, args.rundir, zygote_pid, zygote, args.parent_fd,
                   broker=args.broker, cookie=cookie)
     error = agent.join() if agent.link is not None else None
     if error is not None:
@@ -1065,6 +1055,3 @@ def main(argv: list[str] | None = None) -> None:
     os.close(args.ready_fd)
     agent.run()
 
-
-if __name__ == "__main__":
-    main()

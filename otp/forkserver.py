@@ -1,7 +1,7 @@
 """The preloaded fork server (zygote) of a node: a spawn costs a fork, not an interpreter start.
 
-The node agent forks it before making any ZeroMQ context or thread, so it holds neither
-(DESIGN section 6). It forks one child per spawn request, reaps every child, and reports each
+The node's first process (``otp.boot``) forks it before it becomes the agent and makes any
+ZeroMQ context or thread, so it holds neither (DESIGN section 6). It forks one child per spawn request, reaps every child, and reports each
 death to the agent with the exit reason the child wrote into its private pipe just before
 exiting; a child that wrote none died at the hands of the OS (SIGKILL, a segfault,
 ``os._exit``), and its wait status tells how.
@@ -89,17 +89,25 @@ BURST_WINDOW = 0.1
 """Spawns within this many seconds count as one burst."""
 
 
-def serve(ctl: socket.socket, node_name: str, creation: int, rundir: str, preload: list[str]) -> NoReturn:
-    """The zygote's loop; runs in the process the agent forked, until told to stop.
+def serve(ctl: socket.socket) -> NoReturn:
+    """The zygote's loop; runs in the process ``otp.boot`` forked before it became the agent,
+    until told to stop.
 
-    ``preload`` names modules to import once here, so that processes running their functions
-    find them loaded. A spawn takes a *warm* process: one forked ahead of need that has already made its ZeroMQ
-    context and connected to the agent, and now waits on a pipe for its process id and
-    function. The zygote then forks the next warm process while the new one runs, so a spawn
-    pays neither the fork nor the ZeroMQ set-up.
+    The agent's first frame (``Z_START``) names the node and the modules to import once here,
+    so that processes running their functions find them loaded. A spawn takes a *warm*
+    process: one forked ahead of need that has already made its ZeroMQ context and connected to
+    the agent, and now waits on a pipe for its process id and function. The zygote then forks
+    the next warm process while the new one runs, so a spawn pays neither the fork nor the
+    ZeroMQ set-up.
     """
     die_with_parent()
     zygote_pid = os.getpid()
+    os.closerange(3, ctl.fileno())  # what the agent inherited (its pipes to the program) is its own
+    os.closerange(ctl.fileno() + 1, 1 << 20)
+    start = _read_frame(ctl.fileno())
+    if start is None:
+        os._exit(0)  # the agent is gone
+    _, node_name, creation, rundir, preload = codec.decode(start)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -274,13 +282,10 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     # socket file to the process id's endpoint (peers connect by path, so the socket is theirs).
     warm_path = os.path.join(rundir, warm_mailbox_name(os.getpid()))
     mailbox = runtime.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
-    header = _read_exactly(assign_r, _LENGTH.size)
-    if header is None:
-        os._exit(0)  # the zygote stopped before it needed us
-    assignment = _read_exactly(assign_r, _LENGTH.unpack(header)[0])
+    assignment = _read_frame(assign_r)
     os.close(assign_r)
     if assignment is None:
-        os._exit(0)
+        os._exit(0)  # the zygote stopped before it needed us
     proc_id, payload = codec.decode(assignment)
     os.rename(warm_path, os.path.join(rundir, str(proc_id)))
     context = runtime.NodeContext(node_name, creation, rundir, ctx, os.getpid())
@@ -290,6 +295,12 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     data = _encode_reason(reason)
     os.write(reason_w, _LENGTH.pack(len(data)) + data)
     os._exit(0)
+
+
+def _read_frame(fd: int) -> bytes | None:
+    """One length-prefixed frame from ``fd``, read whole; None at the end of the stream."""
+    header = _read_exactly(fd, _LENGTH.size)
+    return None if header is None else _read_exactly(fd, _LENGTH.unpack(header)[0])
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:

@@ -110,7 +110,7 @@ class Node:
         liveness_r, self._liveness_w = os.pipe()
         ready_r, ready_w = os.pipe()
         env = dict(os.environ, OTP_SYS_PATH=json.dumps([p or os.getcwd() for p in sys.path]))
-        cmd = [sys.executable, "-m", "otp.agent", "--name", self.name, "--creation", str(self.creation),
+        cmd = [sys.executable, "-m", "otp.boot", "--name", self.name, "--creation", str(self.creation),
                "--rundir", self.rundir, "--parent-fd", str(liveness_r), "--ready-fd", str(ready_w)]
         for module in self.preload:
             cmd += ["--preload", module]

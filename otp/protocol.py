@@ -55,6 +55,7 @@ PROCESSES = "processes"  # tag, node -> reply [pids] (another node: asked there)
 INFO = "info"            # [INFO, tag, reply_to]: answer {"mailbox": n} at tag
 
 # zygote <-> agent, length-prefixed codec lists over a unix stream socket
+Z_START = "start"        # agent -> zygote, first: node name, creation, run directory, modules to preload
 Z_SPAWN = "spawn"        # agent -> zygote: id, spawn payload bytes
 Z_STOP = "stop"          # agent -> zygote: kill every child and exit
 Z_FORKED = "forked"      # zygote -> agent: id, os_pid

@@ -11,7 +11,7 @@ LAYERS = {
     "errors": 0, "terms": 0,
     "codec": 1,
     "protocol": 2, "transport": 2, "security": 2, "funcref": 2, "cookie": 2,
-    "mailbox": 3, "links": 3, "signals": 3, "forkserver": 3, "agent": 3, "runtime": 3, "process": 3,
+    "mailbox": 3, "links": 3, "signals": 3, "forkserver": 3, "agent": 3, "boot": 3, "runtime": 3, "process": 3,
     "registry": 3, "local_node": 3, "reports": 3, "broker_link": 3,
     "broker": 3.5,
     "gen_server": 4, "child_spec": 4, "supervisor": 4, "cluster": 4, "tcp": 4,
