@@ -3,7 +3,7 @@ the zygote before it loads anything only the node agent needs, then becomes the 
 
 Every process of the node is a fork of the zygote, and pays at its birth and at its death for
 each page the zygote maps: the agent's own code, its command line parser and its cluster
-modules (1.7 MB of memory) stay out of the zygote this way. The agent tells the zygote the
+modules (1.4 MB of memory) stay out of the zygote this way. The agent tells the zygote the
 node's name, run directory and modules to preload in its first frame (``protocol.Z_START``).
 """
 from __future__ import annotations

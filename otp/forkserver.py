@@ -1,10 +1,10 @@
 """The preloaded fork server (zygote) of a node: a spawn costs a fork, not an interpreter start.
 
 The node's first process (``otp.boot``) forks it before it becomes the agent and makes any
-ZeroMQ context or thread, so it holds neither (DESIGN section 6). It forks one child per spawn request, reaps every child, and reports each
-death to the agent with the exit reason the child wrote into its private pipe just before
-exiting; a child that wrote none died at the hands of the OS (SIGKILL, a segfault,
-``os._exit``), and its wait status tells how.
+ZeroMQ context or thread, so it holds neither (DESIGN section 6). It forks one child per spawn
+request, reaps every child, and reports each death to the agent with the exit reason the child
+wrote into its private pipe just before exiting; a child that wrote none died at the hands of
+the OS (SIGKILL, a segfault, ``os._exit``), and its wait status tells how.
 
 Its control channel is a unix stream socket pair with the agent: 4-byte big-endian length,
 then a codec list (``protocol.Z_*``).
