@@ -26,6 +26,12 @@ def report_os_pid(parent):
     otp.send(parent, ("os_pid", os.getpid()))
 
 
+def report_modules(parent, names):
+    """Tell ``parent`` which of the modules ``names`` this process has loaded."""
+    import sys
+    otp.send(parent, ("modules", {name: name in sys.modules for name in names}))
+
+
 def report_os_pid_and_wait(parent):
     otp.send(parent, ("os_pid", os.getpid()))
     otp.receive()

@@ -105,6 +105,14 @@ def _gone_within(pids, timeout):
     return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
+def test_a_process_is_forked_without_the_node_agents_own_modules(node):
+    # Each process pays, at its fork and at its death, for every page the zygote maps.
+    names = ["otp.agent", "otp.broker_link", "argparse", "otp.runtime"]
+    otp.spawn(procs.report_modules, otp.self(), names)
+    _, loaded = otp.receive(match=lambda m: m[0] == "modules", timeout=10)
+    assert loaded == {"otp.agent": False, "otp.broker_link": False, "argparse": False, "otp.runtime": True}
+
+
 def test_killing_the_embedding_program_ends_every_process_of_its_node():
     harness, info = _start_embedding_program()
     node_pids = [info["agent"], info["zygote"], *info["children"]]

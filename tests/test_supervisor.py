@@ -356,6 +356,7 @@ def test_a_restart_hands_the_child_to_the_spare_process_the_supervisor_keeps_ahe
     sup, pids = start_sup(workers("a"))
     spare = spare_of(sup)
     spare_os_pid = otp.os_pid(spare)
+    assert otp.process_info(spare)["monitors"] == [sup]  # so that it exits with its supervisor
     kill(pids["a"])
     new_a = started("a")
     assert new_a == spare and otp.os_pid(new_a) == spare_os_pid
@@ -363,6 +364,7 @@ def test_a_restart_hands_the_child_to_the_spare_process_the_supervisor_keeps_ahe
     sup_api.which_children(sup)  # whatever it asked of the node agent, it asked before answering
     info = otp.process_info(new_a)
     assert (info["behaviour"], info["child_id"], info["restarts"], info["links"]) == ("gen_server", "a", 1, [sup])
+    assert (info["monitors"], info["monitored_by"]) == ([], [otp.self()])  # the caller's watch only
     assert spare_of(sup) != spare  # and the next one waits
 
 
