@@ -26,6 +26,15 @@ def report_os_pid(parent):
     otp.send(parent, ("os_pid", os.getpid()))
 
 
+def report_process_state(parent):
+    """Tell ``parent`` a random draw and what ``threading`` knows of this process's one thread."""
+    import random
+    import threading
+    me = threading.current_thread()
+    otp.send(parent, ("state", random.random(), me is threading.main_thread(),
+                      threading.get_native_id() == os.getpid(), threading.active_count()))
+
+
 def report_modules(parent, names):
     """Tell ``parent`` which of the modules ``names`` this process has loaded."""
     import sys

@@ -90,6 +90,14 @@ def test_unencodable_message_fails_in_the_sender_naming_the_type():
     otp.send(pid, "stop")
 
 
+def test_each_process_draws_its_own_random_numbers_and_is_its_own_main_thread():
+    for _ in range(3):
+        otp.spawn(procs.report_process_state, otp.self())
+    states = [tagged("state") for _ in range(3)]
+    assert len({draw for _, draw, *_ in states}) == 3
+    assert [facts for _, _, *facts in states] == [[True, True, 1]] * 3
+
+
 def test_spawn_refuses_a_function_that_cannot_be_imported():
     with pytest.raises(TypeError, match="importable"):
         otp.spawn(lambda: None)
