@@ -5,6 +5,7 @@ Every process of the node is a fork of the zygote, and pays at its birth and at 
 each page the zygote maps: the agent's own code, its command line parser and its cluster
 modules (1.4 MB of memory) stay out of the zygote this way. The agent tells the zygote the
 node's name, run directory and modules to preload in its first frame (``protocol.Z_START``).
+Not a public interface.
 """
 from __future__ import annotations
 
