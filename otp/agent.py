@@ -284,12 +284,14 @@ class Agent:
     # ----------------------------------------------------------------- lifecycle
 
     def on_spawn(self, sender: int, tag: int, funcref: list, args_bytes: bytes, link: bool,
-                 monitor_ref: Ref | None) -> Proc | None:
+                 monitor_ref: Ref | None, info: dict | None = None) -> Proc | None:
         spawner = self.procs.get(sender)
         if spawner is None:
             return None
         proc_id = next(self.ids)
         proc = Proc(proc_id, str(proc_id), spawner=(sender, tag))
+        if type(info) is dict:
+            proc.info.update(info)
         self.procs[proc_id] = proc
         if link:
             proc.links.add(sender)
@@ -311,7 +313,8 @@ class Agent:
             proc.monitoring[key] = sender
             self.procs[sender].monitored_by[key] = (proc.id, self.pid(sender))
 
-    def on_take_spare(self, sender: int, spare_id: int, key: Ref, monitor_ref: Ref | None) -> None:
+    def on_take_spare(self, sender: int, spare_id: int, key: Ref, monitor_ref: Ref | None,
+                      info: dict | None = None) -> None:
         """The spawner handed its spare a function: the spare is an ordinary process now."""
         proc = self.procs.get(spare_id)
         if proc is not None:
@@ -319,6 +322,8 @@ class Agent:
                 self.procs[sender].monitored_by.pop(key, None)
             if proc.info.get("behaviour") == "spare":  # unless it has told what it is now
                 del proc.info["behaviour"]
+                if type(info) is dict:
+                    proc.info.update(info)
         if monitor_ref is not None:
             self.on_monitor(sender, monitor_ref, spare_id)
 

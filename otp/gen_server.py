@@ -236,7 +236,8 @@ def _start(cls: type, args: tuple, name: Any, timeout: float | None, link: bool)
     # The new process answers at the ref of the monitor on it: if it dies first, the monitor's
     # Down is the answer.
     ref = rt.make_ref()
-    pid, _ = rt.spawn(_serve, (function_reference(cls), args, name, rt.pid, ref, link), link=link, monitor=ref)
+    info = {"behaviour": "gen_server", "module": f"{cls.__module__}.{cls.__qualname__}"}
+    pid, _ = rt.spawn(_serve, (function_reference(cls), args, name, rt.pid, ref, link), link=link, monitor=ref, info=info)
     try:
         answer = rt.await_answer(ref, timeout)
     except Timeout:
@@ -277,7 +278,6 @@ def _serve(class_ref: list, args: tuple, name: str | None, starter: Pid, start_r
     if name is not None and not _register(rt, name):
         return refuse("already_started", _whereis(rt, name), NORMAL)
     server = load_function(class_ref)()
-    rt.set_info(rt.pid, {"behaviour": "gen_server", "module": f"{type(server).__module__}.{type(server).__qualname__}"})
     try:
         result = server.init(*args)
     except Stop as stop_:

@@ -26,12 +26,12 @@ REPLY = "reply"          # [REPLY, tag, value]
 KILL = "kill"            # [KILL, reason]: an embedded process must exit (it cannot be SIGKILLed)
 
 # ops to the agent: [op, sender_id, ...]
-SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref -> reply id (by child and agent)
+SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref, info | None -> reply id (by child and agent)
 STARTED = "started"      # (from a new process once its mailbox is bound and its spawner told)
 SPARE = "spare"          # tag, funcref, args_bytes: a linked spawn whose process monitors its
                          # spawner (the tag is the monitor's ref) and shows as a "spare"
-TAKE_SPARE = "take_spare"  # spare id, tag, monitor_ref | None: the spawner hands the spare its
-                           # work; the spare's monitor goes, and the spawner's comes if asked
+TAKE_SPARE = "take_spare"  # spare id, tag, monitor_ref | None, info | None: the spawner hands the
+                           # spare its work; the spare's monitor goes, the spawner's comes if asked
 ATTACH = "attach"        # tag, token, os_pid -> reply id (a thread of an embedding program)
 DETACH = "detach"        # reason (that thread's process ends)
 LINK = "link"            # tag, pid -> reply True | "noproc"

@@ -503,16 +503,18 @@ class Runtime:
 
     # ----------------------------------------------------------------- node tables
 
-    def spawn(self, func: Callable, args: tuple, link: bool, monitor: bool | Ref) -> tuple[Pid, Ref | None]:
-        """Spawn ``func(*args)``; ``monitor`` may be the ref the monitor is to have."""
+    def spawn(self, func: Callable, args: tuple, link: bool, monitor: bool | Ref,
+              info: dict | None = None) -> tuple[Pid, Ref | None]:
+        """Spawn ``func(*args)``; ``monitor`` may be the ref the monitor is to have, and ``info``
+        what ``process_info`` tells of the new process from its birth (see ``set_info``)."""
         funcref = function_reference(func)
         args_bytes = codec.encode(tuple(args))
         ref = monitor if type(monitor) is Ref else self.make_ref() if monitor else None
         if link and self._spare is not None:
-            proc_id = self._hand_over(funcref, args_bytes, ref)
+            proc_id = self._hand_over(funcref, args_bytes, ref, info)
             if proc_id is not None:
                 return Pid(self.node.name, proc_id, self.node.creation), ref
-        proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref)
+        proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref, info)
         return Pid(self.node.name, proc_id, self.node.creation), ref
 
     def keep_spare(self) -> None:
@@ -528,7 +530,7 @@ class Runtime:
         self._awaiting.add(key)  # the spawn's answer is kept until the spare is taken
         self._to_agent([P.SPARE, self.id, key, _SPARE_BODY, codec.encode((key,))])
 
-    def _hand_over(self, funcref: list, args_bytes: bytes, monitor_ref: Ref | None) -> int | None:
+    def _hand_over(self, funcref: list, args_bytes: bytes, monitor_ref: Ref | None, info: dict | None) -> int | None:
         """Give ``funcref(*args)`` to the spare, if it has started and lives; its process id."""
         key = self._spare
         proc_id = self._replies.pop(key, None)
@@ -538,7 +540,7 @@ class Runtime:
         self._awaiting.discard(key)
         if not self._mailbox_exists(proc_id):
             return None  # it died idle: its exit signal comes as any linked process's does
-        self._to_agent([P.TAKE_SPARE, self.id, proc_id, key, monitor_ref])
+        self._to_agent([P.TAKE_SPARE, self.id, proc_id, key, monitor_ref, info])
         self._deliver(proc_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, key, [funcref, args_bytes]]))
         return proc_id
 

@@ -102,6 +102,20 @@ class Worker(otp.GenServer):
         return otp.Stop(msg)            # exit with the reason cast
 
 
+class WaitsInInit(otp.GenServer):
+    """Tells ``watcher`` its pid from ``init``, then waits there for "go"."""
+
+    def init(self, watcher):
+        otp.send(watcher, ("in_init", otp.self()))
+        otp.receive(match=lambda m: m == "go")
+
+
+def start_waits_in_init(watcher):
+    """Start a ``WaitsInInit`` (start blocks until its init returns) and stay alive."""
+    WaitsInInit.start(watcher)
+    otp.receive()
+
+
 class FailingInit(otp.GenServer):
     def init(self, watcher, name):
         raise otp.Stop("cannot start")

@@ -7,7 +7,7 @@ import signal
 import pytest
 
 import otp
-from tests import procs
+from tests import procs, servers
 from tests.cluster import wait_for
 from tests.servers import Echo, Worker
 
@@ -36,6 +36,16 @@ def test_process_info_of_a_gen_server_and_of_the_caller():
     finally:
         otp.unlink(pid)
         otp.demonitor(ref)
+
+
+def test_a_gen_server_shows_its_behaviour_from_its_birth():
+    starter = otp.spawn(servers.start_waits_in_init, otp.self())
+    _, pid = otp.receive(match=lambda m: m[0] == "in_init", timeout=10)
+    info = otp.process_info(pid)  # while its init still runs
+    assert (info["behaviour"], info["module"]) == ("gen_server", "tests.servers.WaitsInInit")
+    otp.send(pid, "go")
+    otp.exit(starter, "kill")
+    otp.exit(pid, "kill")
 
 
 def test_mailbox_length_and_suspended_status_are_seen():
