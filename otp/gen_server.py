@@ -237,7 +237,8 @@ def _start(cls: type, args: tuple, name: Any, timeout: float | None, link: bool)
     # Down is the answer.
     ref = rt.make_ref()
     info = {"behaviour": "gen_server", "module": f"{cls.__module__}.{cls.__qualname__}"}
-    pid, _ = rt.spawn(_serve, (function_reference(cls), args, name, rt.pid, ref, link), link=link, monitor=ref, info=info)
+    pid, _ = rt.spawn(_serve, (function_reference(cls), args, name, rt.pid, ref, link), link=link, monitor=ref,
+                      info=info)
     try:
         answer = rt.await_answer(ref, timeout)
     except Timeout:
