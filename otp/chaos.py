@@ -49,6 +49,9 @@ class ChaosMonkey:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._frozen: list[tuple[float, int]] = []     # (when to resume, os pid)
+        # Each candidate's supervisor and child id, as the supervisors answered (the agent may
+        # learn them from a supervisor a moment after that supervisor has answered us).
+        self._parents: dict[otp.Pid, tuple[otp.Pid, Any]] = {}
         self._pending: list[tuple[dict, float, set]] = []  # injections whose restart is awaited
 
     # ----------------------------------------------------------------- running
@@ -99,8 +102,9 @@ class ChaosMonkey:
 
     def candidates(self) -> list[otp.Pid]:
         """The processes the monkey may hit now, in a stable order."""
+        self._parents = {}
         if isinstance(self.target, otp.Pid):
-            return _subtree(self.target)
+            return _subtree(self.target, self._parents)
         me = otp.self()
         pids = [p for p in otp.processes(self.target) if p != me]
         alive = []
@@ -120,10 +124,10 @@ class ChaosMonkey:
         info = otp.process_info(pid, timeout=0)
         if info is None:
             return
+        sup, child_id = self._parents.get(pid, (info["supervisor"], info["child_id"]))
         entry = {"time": round(at, 4), "kind": kind, "pid": pid, "os_pid": info["os_pid"],
-                 "position": index % len(victims), "child_id": info["child_id"],
-                 "supervisor": info["supervisor"], "new_pid": None, "restart_ms": None}
-        sup = info["supervisor"]
+                 "position": index % len(victims), "child_id": child_id,
+                 "supervisor": sup, "new_pid": None, "restart_ms": None}
         before = set(_child_pids(sup)) if isinstance(sup, otp.Pid) else set()
         watch = otp.monitor(pid)
         injected_at = time.monotonic()
@@ -172,14 +176,16 @@ class ChaosMonkey:
                 pass
 
 
-def _subtree(sup: otp.Pid) -> list[otp.Pid]:
-    """Every process below ``sup``, depth first in start order."""
+def _subtree(sup: otp.Pid, parents: dict[otp.Pid, tuple[otp.Pid, Any]]) -> list[otp.Pid]:
+    """Every process below ``sup``, depth first in start order; ``parents`` gets each one's
+    supervisor and child id."""
     pids = []
-    for _, pid, kind, _ in _which_children(sup):
+    for child_id, pid, kind, _ in _which_children(sup):
         if isinstance(pid, otp.Pid):
             pids.append(pid)
+            parents[pid] = (sup, child_id)
             if kind == "supervisor":
-                pids.extend(_subtree(pid))
+                pids.extend(_subtree(pid, parents))
     return pids
 
 

@@ -142,9 +142,12 @@ class Nested(otp.Supervisor):
 
 
 def chaos_client(parent, names, seed):
-    """Call random named servers until told to stop; report how the calls ended."""
+    """Call random named servers until told to stop; report how the calls ended. Says
+    "calling" once a first call has been answered."""
     import random
     rng = random.Random(seed)
+    otp.call(names[0], "ping", timeout=10)
+    otp.send(parent, "calling")
     outcomes = {"ok": 0, "ExitError": 0, "NoProc": 0}
     while True:
         try:

@@ -68,7 +68,7 @@ def test_a_supervised_child_shows_its_supervisor_and_restarts():
     spec = otp.child_spec("w", Worker, args=(otp.self(), "w"))
     sup = otp.Supervisor.start_link([spec], intensity=10, period=10)
     first = otp.receive(match=lambda m: m[:2] == ("started", "w"), timeout=10)[2]
-    assert otp.process_info(sup)["behaviour"] == "supervisor"
+    wait_for(lambda: otp.process_info(sup)["behaviour"] == "supervisor", what="the supervisor's facts")
     wait_for(lambda: otp.process_info(first)["child_id"] == "w", what="the child's facts")
     info = otp.process_info(first)
     assert (info["supervisor"], info["child_id"], info["restarts"]) == (sup, "w", 0)
