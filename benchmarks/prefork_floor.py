@@ -28,8 +28,8 @@ def restart_times(kills: int, rest: float = 0.0) -> list[float]:
     """Seconds from each SIGKILL to the replacement's answer, measured in a fresh interpreter;
     ``rest`` seconds before each kill."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills), str(rest)], cwd=root,
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills), str(rest)],
+                          cwd=root, capture_output=True, text=True, timeout=300, check=True)
     return json.loads(done.stdout)
 
 

@@ -83,7 +83,8 @@ def run() -> None:
             for rest, suffix in ((0.0, ""), (REST_SECONDS, "_at_rest")):
                 runs.setdefault("otp" + suffix, []).append(otp_restart_times(KILLS, rest))
                 runs.setdefault("mp_fork_restart" + suffix, []).append(mp_restart_times(KILLS, rest))
-                runs.setdefault("lean_prefork_restart" + suffix, []).append(prefork_floor.restart_times(KILLS, rest))
+                lean = prefork_floor.restart_times(KILLS, rest)
+                runs.setdefault("lean_prefork_restart" + suffix, []).append(lean)
     result = {"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS, "rest_ms": REST_SECONDS * 1e3}
     for name, times in runs.items():
         result[f"{name}_p50_ms"] = median(percentile(t, 0.5) for t in times) * 1e3

@@ -40,7 +40,8 @@ def run() -> None:
         stop_seconds = time.perf_counter() - start
     emit({"bench": "scale", "children": CHILDREN, "start_all_s": start_seconds, "total_uss_mb": uss / 2**20,
           "one_restart_p50_ms": median(restarts) * 1e3, "one_restart_p99_ms": percentile(restarts, 0.99) * 1e3,
-          "one_restart_at_rest_p50_ms": median(at_rest) * 1e3, "one_restart_at_rest_p99_ms": percentile(at_rest, 0.99) * 1e3,
+          "one_restart_at_rest_p50_ms": median(at_rest) * 1e3,
+          "one_restart_at_rest_p99_ms": percentile(at_rest, 0.99) * 1e3,
           "stop_all_s": stop_seconds, "target_start_s": 10.0, "target_uss_mb": 4096, "target_restart_p50_ms": 10.0})
 
 

@@ -311,16 +311,14 @@ class Agent:
         proc = self.on_spawn(sender, key, funcref, args_bytes, True, None)
         if proc is not None:
             proc.info["behaviour"] = "spare"
-            proc.monitoring[key] = sender
-            self.procs[sender].monitored_by[key] = (proc.id, self.pid(sender))
+            self.on_monitor(proc.id, key, sender)
 
     def on_take_spare(self, sender: int, spare_id: int, key: Ref, monitor_ref: Ref | None,
                       info: dict | None = None) -> None:
         """The spawner handed its spare a function: the spare is an ordinary process now."""
         proc = self.procs.get(spare_id)
         if proc is not None:
-            if proc.monitoring.pop(key, None) is not None and sender in self.procs:
-                self.procs[sender].monitored_by.pop(key, None)
+            self._drop_monitor(proc, key)
             if proc.info.get("behaviour") == "spare":  # unless it has told what it is now
                 del proc.info["behaviour"]
                 if type(info) is dict:
@@ -536,6 +534,11 @@ class Agent:
         proc = self.procs.get(sender)
         if proc is None:
             return
+        self._drop_monitor(proc, ref)
+        self._send(proc, P.CONTROL_PREFIX, [P.DEMONITOR, ref])
+
+    def _drop_monitor(self, proc: Proc, ref: Ref) -> None:
+        """Remove ``proc``'s monitor ``ref`` from both ends (the other end may be another node)."""
         target = proc.monitoring.pop(ref, None)
         if type(target) is int:
             target_proc = self.procs.get(target)
@@ -543,7 +546,6 @@ class Agent:
                 target_proc.monitored_by.pop(ref, None)
         elif target is not None:
             self._to_node(target, ["demonitor", ref, target])
-        self._send(proc, P.CONTROL_PREFIX, [P.DEMONITOR, ref])
 
     def on_exit(self, sender: int, target: int | Pid, reason: Any) -> None:
         if type(target) is Pid:
@@ -986,7 +988,8 @@ class Agent:
             try:
                 while time.monotonic() < deadline:
                     writable = [self.zygote] if self.zygote_out else []
-                    readable, writable, _ = select.select([self.zygote], writable, [], max(0.0, deadline - time.monotonic()))
+                    left = max(0.0, deadline - time.monotonic())
+                    readable, writable, _ = select.select([self.zygote], writable, [], left)
                     if writable:
                         self._flush_zygote()
                     if readable and not self.zygote.recv(1 << 20):

@@ -43,7 +43,6 @@ def test_a_gen_server_shows_its_behaviour_from_its_birth():
     _, pid = otp.receive(match=lambda m: m[0] == "in_init", timeout=10)
     info = otp.process_info(pid)  # while its init still runs
     assert (info["behaviour"], info["module"]) == ("gen_server", "tests.servers.WaitsInInit")
-    otp.send(pid, "go")
     otp.exit(starter, "kill")
     otp.exit(pid, "kill")
 
