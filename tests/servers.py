@@ -1,6 +1,7 @@
 """GenServers the tests start (they must be importable, so they live here)."""
 from __future__ import annotations
 
+import logging
 import os
 
 import otp
@@ -133,6 +134,26 @@ class Inner(otp.Supervisor):
     def init(self, watcher, intensity):
         return otp.SupFlags("one_for_one", intensity=intensity, period=10), [
             otp.child_spec("inner_worker", Worker, args=(watcher, "inner_worker"))]
+
+
+class ForwardRecords(logging.Handler):
+    """Sends each record it handles to ``watcher`` as ``("log", levelname, message)``."""
+
+    def __init__(self, watcher):
+        super().__init__()
+        self.watcher = watcher
+
+    def emit(self, record):
+        otp.send(self.watcher, ("log", record.levelname, record.getMessage()))
+
+
+class Reporting(otp.Supervisor):
+    """A one_for_one supervisor of ``Worker`` children that forwards its reports to ``watcher``."""
+
+    def init(self, watcher, intensity, names):
+        logging.getLogger("otp.supervisor").addHandler(ForwardRecords(watcher))
+        return otp.SupFlags("one_for_one", intensity=intensity, period=10), [
+            otp.child_spec(name, Worker, args=(watcher, name)) for name in names]
 
 
 class Nested(otp.Supervisor):

@@ -10,7 +10,7 @@ import pytest
 import otp
 from otp import supervisor as sup_api
 from otp.pytest_plugin import wait_for
-from tests.servers import FailingInit, Nested, Worker, ignores_exits
+from tests.servers import FailingInit, Nested, Reporting, Worker, ignores_exits
 
 pytestmark = pytest.mark.usefixtures("node")
 
@@ -104,6 +104,34 @@ def test_the_restart_after_intensity_takes_the_supervisor_down_with_shutdown():
         assert otp.receive(match=lambda m: isinstance(m, otp.Exit) and m.pid == sup, timeout=10).reason == "shutdown"
     finally:
         otp.trap_exit(False)
+
+
+def reports(count, timeout=10):
+    """The next ``count`` records a ``Reporting`` supervisor logged, as (level, message)."""
+    return [otp.receive(match=lambda m: type(m) is tuple and m[0] == "log", timeout=timeout)[1:]
+            for _ in range(count)]
+
+
+def test_a_crashed_child_is_reported_with_its_supervisor_id_pid_and_reason():
+    sup = Reporting.start_link(otp.self(), 10, ["a", "b"])
+    a, b = started("a"), started("b")
+    kill(b)
+    started("b")
+    [(level, text)] = reports(1)
+    assert level == "ERROR" and text.startswith("SUPERVISOR REPORT")
+    for part in (f"supervisor={sup!r}", "context=child_terminated", "reason='killed'", "id='b'", f"pid={b!r}",
+                 "restart=permanent", "type=worker"):
+        assert part in text
+
+
+def test_reaching_the_restart_intensity_is_reported_after_the_crash_that_reached_it():
+    sup = Reporting.start(otp.self(), 0, ["w"])
+    ref = otp.monitor(sup)
+    kill(started("w"))
+    (_, crash), (level, shutdown) = reports(2)
+    assert "context=child_terminated" in crash and "reason='killed'" in crash
+    assert level == "ERROR" and "context=shutdown" in shutdown and "reason='reached_max_restart_intensity'" in shutdown
+    assert down_of(ref).reason == "shutdown"
 
 
 def test_a_child_that_ignores_shutdown_is_killed_after_its_timeout():
