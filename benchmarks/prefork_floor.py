@@ -1,39 +1,80 @@
 """The leanest restart this machine allows, as a floor under the supervisor's restart latency.
 
-A small Python zygote, with no ZeroMQ and no otp, keeps one spare child forked ahead; the
-timed client SIGKILLs the current child, the zygote reaps it and hands over the spare (a
-byte on a pipe), which announces itself and answers a ping over a socketpair it inherited.
-What is left is the kernel's teardown of the killed process, the wake-ups and a fork off the
-critical path: no supervisor, no node agent, no mailbox, no connection to make.
+A small Python zygote, with no otp, keeps one spare child forked ahead; the timed client
+SIGKILLs the current child, the zygote reaps it and hands over the spare (a byte on a pipe),
+which announces itself and answers a ping. What is left is the kernel's teardown of the killed
+process, the wake-ups and a fork off the critical path: no supervisor, no node agent.
 
-Run in a fresh interpreter (``python -m benchmarks.prefork_floor KILLS REST_SECONDS`` prints the
-times as a JSON list), so the zygote is as small as Python gets.
+Two transports:
+- ``"pipe"``: the spare talks over a socketpair it inherited: no ZeroMQ, no mailbox, no
+  connection to make. The floor of any design with a process per child.
+- ``"zmq"``: what otp's transport cannot do without. Each spare makes its ZeroMQ context and
+  binds its mailbox (a PULL socket) while it waits; the replacement announces itself over a
+  new connection to the client's mailbox, and the client pings it over a new connection to
+  its mailbox, as a process's first messages to a restarted server go. The floor of a design
+  with a process per child and ZeroMQ between processes.
+
+Run in a fresh interpreter (``python -m benchmarks.prefork_floor KILLS REST_SECONDS [pipe|zmq]``
+prints the times as a JSON list), so the zygote is as small as Python gets.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Callable, NoReturn
 
 _PR_SET_PDEATHSIG = 1
 
 
-def restart_times(kills: int, rest: float = 0.0) -> list[float]:
+def restart_times(kills: int, rest: float = 0.0, transport: str = "pipe") -> list[float]:
     """Seconds from each SIGKILL to the replacement's answer, measured in a fresh interpreter;
-    ``rest`` seconds before each kill."""
+    ``rest`` seconds before each kill; ``transport`` ``"pipe"`` or ``"zmq"``."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills), str(rest)],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills), str(rest), transport],
                           cwd=root, capture_output=True, text=True, timeout=300, check=True)
     return json.loads(done.stdout)
 
 
-def _zygote(channel: socket.socket) -> None:
+def _pipe_spare(channel: socket.socket) -> Callable[[], NoReturn]:
+    """A spare of the pipe transport: nothing to set up; its service once it takes over."""
+    def serve() -> NoReturn:
+        channel.send(str(os.getpid()).encode())
+        while True:
+            ping = channel.recv(64)
+            if not ping:
+                os._exit(0)
+            channel.send(ping)
+    return serve
+
+
+def _zmq_spare(rundir: str) -> Callable[[], NoReturn]:
+    """A spare of the ZeroMQ transport: its context and bound mailbox made while it waits."""
+    import zmq
+    ctx = zmq.Context()
+    mailbox = ctx.socket(zmq.PULL)
+    mailbox.bind(f"ipc://{rundir}/{os.getpid()}")
+
+    def serve() -> NoReturn:
+        client = ctx.socket(zmq.PUSH)
+        client.connect(f"ipc://{rundir}/client")
+        client.send(str(os.getpid()).encode())
+        while True:
+            client.send(mailbox.recv())
+    return serve
+
+
+def _zygote(make_spare: Callable[[], Callable[[], NoReturn]]) -> NoReturn:
     """Keep a current child and a spare; when the current one dies, the spare takes over."""
     libc = ctypes.CDLL(None)
     wake_r, wake_w = os.pipe()
@@ -48,15 +89,13 @@ def _zygote(channel: socket.socket) -> None:
         os_pid = os.fork()
         if os_pid == 0:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.close(go_w)
+            serve = make_spare()
             if not os.read(go_r, 1):
                 os._exit(0)
-            channel.send(str(os.getpid()).encode())
-            while True:
-                ping = channel.recv(64)
-                if not ping:
-                    os._exit(0)
-                channel.send(ping)
+            serve()
         os.close(go_r)
         return os_pid, go_w
 
@@ -93,14 +132,19 @@ def _zygote(channel: socket.socket) -> None:
     os._exit(0)
 
 
-def _measure(kills: int, rest: float) -> list[float]:
+def _measure(kills: int, rest: float, transport: str) -> list[float]:
+    if transport == "zmq":
+        importlib.import_module("zmq")  # before the zygote forks: each spare inherits it
+    rundir = tempfile.mkdtemp(prefix="otp-floor-")
     mine, theirs = socket.socketpair()
     zygote = os.fork()
     if zygote == 0:
         mine.close()
-        _zygote(theirs)
+        _zygote(functools.partial(_zmq_spare, rundir) if transport == "zmq" else functools.partial(_pipe_spare, theirs))
     theirs.close()
     try:
+        if transport == "zmq":
+            return _zmq_client(rundir, zygote, kills, rest)
         child = int(mine.recv(64))
         times = []
         for _ in range(kills):
@@ -116,7 +160,32 @@ def _measure(kills: int, rest: float) -> list[float]:
         os.kill(zygote, signal.SIGTERM)
         os.waitpid(zygote, 0)
         mine.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _zmq_client(rundir: str, zygote: int, kills: int, rest: float) -> list[float]:
+    import zmq
+    ctx = zmq.Context()
+    try:
+        inbox = ctx.socket(zmq.PULL)
+        inbox.bind(f"ipc://{rundir}/client")
+        child = int(inbox.recv())
+        times = []
+        for _ in range(kills):
+            time.sleep(rest)
+            start = time.perf_counter()
+            os.kill(child, signal.SIGKILL)
+            child = int(inbox.recv())
+            server = ctx.socket(zmq.PUSH)
+            server.connect(f"ipc://{rundir}/{child}")
+            server.send(b"ping")
+            inbox.recv()
+            times.append(time.perf_counter() - start)
+            server.close(linger=0)
+        return times
+    finally:
+        ctx.destroy(linger=0)
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(int(sys.argv[1]), float(sys.argv[2]))))
+    print(json.dumps(_measure(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "pipe")))

@@ -1,8 +1,8 @@
 """Restart latency: SIGKILL a supervised GenServer to the moment its replacement answers a
 call, vs a plain multiprocessing restart loop (watch the sentinel, start a new Process) as the
-floor, and the leanest restart this machine allows (``benchmarks.prefork_floor``: a small
-zygote hands over a spare forked ahead). Erlang's in-VM restart (about 0.03 ms here) is the
-far anchor.
+floor, and the leanest restarts this machine allows (``benchmarks.prefork_floor``: a small
+zygote hands over a spare forked ahead, which talks over a pipe, or over ZeroMQ as otp's
+processes do). Erlang's in-VM restart (about 0.03 ms here) is the far anchor.
 
 Targets: p50 <= 10 ms, p99 <= 30 ms.
 
@@ -85,12 +85,16 @@ def run() -> None:
                 runs.setdefault("mp_fork_restart" + suffix, []).append(mp_restart_times(KILLS, rest))
                 lean = prefork_floor.restart_times(KILLS, rest)
                 runs.setdefault("lean_prefork_restart" + suffix, []).append(lean)
+                lean_zmq = prefork_floor.restart_times(KILLS, rest, "zmq")
+                runs.setdefault("zmq_prefork_restart" + suffix, []).append(lean_zmq)
     result = {"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS, "rest_ms": REST_SECONDS * 1e3}
     for name, times in runs.items():
         result[f"{name}_p50_ms"] = median(percentile(t, 0.5) for t in times) * 1e3
         result[f"{name}_p99_ms"] = median(percentile(t, 0.99) for t in times) * 1e3
     result["otp_vs_mp_p50"] = result["otp_p50_ms"] / result["mp_fork_restart_p50_ms"]
     result["otp_vs_mp_at_rest_p50"] = result["otp_at_rest_p50_ms"] / result["mp_fork_restart_at_rest_p50_ms"]
+    result["otp_vs_zmq_floor_p50"] = result["otp_p50_ms"] / result["zmq_prefork_restart_p50_ms"]
+    result["otp_vs_zmq_floor_at_rest_p50"] = result["otp_at_rest_p50_ms"] / result["zmq_prefork_restart_at_rest_p50_ms"]
     emit(dict(result, erlang_in_vm_restart_ms=0.03, target_p50_ms=10.0, target_p99_ms=30.0))
 
 
