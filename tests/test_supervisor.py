@@ -114,7 +114,8 @@ def reports(count, timeout=10):
 
 def test_a_crashed_child_is_reported_with_its_supervisor_id_pid_and_reason():
     sup = Reporting.start_link(otp.self(), 10, ["a", "b"])
-    a, b = started("a"), started("b")
+    started("a")
+    b = started("b")
     kill(b)
     started("b")
     [(level, text)] = reports(1)
