@@ -1,9 +1,9 @@
 """The node agent: one small OS process per node that owns the node's tables and lifetimes.
 
 It spawns every process through the zygote (``otp.forkserver``), holds the process table, the
-local registry and the link and monitor tables, learns of every death from the zygote (no
-polling), and delivers exit signals and ``Down`` messages, including those the dead could not
-send. It runs no user code. When the program that started it dies, or it is told to stop, it
+local registry and the link and monitor tables, learns of every death from the kernel or the
+zygote (``otp.deaths``; no polling), and delivers exit signals and ``Down`` messages, including
+those the dead could not send. It runs no user code. When the program that started it dies, or it is told to stop, it
 kills every process of the node and removes the run directory.
 
 Started by ``otp.Node`` through ``otp.boot``, which forks the zygote first; not a public
@@ -16,6 +16,7 @@ import gc
 import itertools
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 import zmq
 
 from otp import codec, forkserver, runtime
+from otp.deaths import DeathWatch
 from otp.broker_link import JOIN_TIMEOUT, BrokerLink, JoinError
 from otp.registry import RegistryGeneration
 from otp import protocol as P
@@ -39,6 +41,7 @@ log = logging.getLogger("otp.agent")
 _send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 
 ZYGOTE_STOP_TIMEOUT = 2.0
+MAX_DESCRIPTORS = 1 << 20
 DRAIN_BATCH = 1000
 """Frames the agent takes from one source before it looks at the others (a flood of traffic
 must not starve the heartbeats)."""
@@ -89,6 +92,7 @@ class Agent:
         self.registry_generation = RegistryGeneration.create(rundir)
         self.ids = itertools.count(1)
         self.zygote_reader = forkserver.FrameReader()
+        self.deaths = DeathWatch(zygote_pid)
         # Frames to the zygote wait here while its socket is full: the zygote may itself be
         # blocked sending to us, and the two must never both wait.
         self.zygote_out = bytearray()
@@ -127,6 +131,9 @@ class Agent:
         zygote_flags = zmq.POLLIN
         poller.register(self.parent_fd, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
+        deaths_fd = self.deaths.fileno()
+        if deaths_fd is not None:
+            poller.register(deaths_fd, zmq.POLLIN)
         link = self.link
         if link is not None:
             poller.register(link.sock, zmq.POLLIN)
@@ -141,6 +148,8 @@ class Agent:
                 self._drain_inbox(handlers)
             if events.get(zygote_fd, 0) & zmq.POLLOUT:
                 self._flush_zygote()
+            if deaths_fd in events:
+                self._on_deaths()
             if events.get(zygote_fd, 0) & zmq.POLLIN:
                 self._on_zygote()
             if self.wake_r in events:
@@ -226,6 +235,20 @@ class Agent:
                 self.on_exited(*args)
             elif op == P.Z_FORK_FAILED:
                 self.on_fork_failed(*args)
+
+    def _on_deaths(self) -> None:
+        """Processes the kernel says have died: one killed by a signal is done with now, as
+        its wait status is its exit reason; one that ended on its own wrote its reason to the
+        zygote, whose report follows."""
+        killed = [(proc_id, status) for proc_id, status in self.deaths.deaths()
+                  if status is not None and os.WIFSIGNALED(status)]
+        if killed:
+            self._drain_inbox(self.handlers)  # what they sent before dying goes first
+        for proc_id, status in killed:
+            proc = self.procs.get(proc_id)
+            if proc is not None:
+                self._announce_spawned(proc)
+                self._finalize(proc, proc.kill_reason if proc.kill_reason is not None else reason_from_wait_status(status))
 
     def _to_zygote(self, request: list) -> None:
         self.zygote_out += forkserver.frame(request)
@@ -331,6 +354,7 @@ class Agent:
         if proc is None:
             return
         proc.os_pid = os_pid
+        self.deaths.add(proc_id, os_pid)
         for sender, tag in proc.os_pid_waiters:
             self._reply(sender, tag, os_pid)
         proc.os_pid_waiters.clear()
@@ -390,6 +414,7 @@ class Agent:
         """The process is dead: free its name, signal its links, fire its monitors."""
         if self.procs.pop(proc.id, None) is None:
             return
+        self.deaths.discard(proc.id)
         if proc.name is not None:
             self.names.pop(proc.name, None)
             self.registry_generation.bump()
@@ -1038,6 +1063,18 @@ def _os_figures(os_pid: int | None) -> dict:
     return figures
 
 
+def _raise_descriptor_limit() -> None:
+    """Let the agent hold as many descriptors as the system allows (a socket to each process
+    it signals, a pidfd for each process), not the 1,024 a shell often starts with."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MAX_DESCRIPTORS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: list[str], zygote_pid: int, zygote: socket.socket, cookie: str | None) -> None:
     """Run the agent of the node ``argv`` describes, its zygote already forked (``otp.boot``)."""
     parser = argparse.ArgumentParser(prog="python -m otp.boot")
@@ -1050,6 +1087,7 @@ def main(argv: list[str], zygote_pid: int, zygote: socket.socket, cookie: str | 
     parser.add_argument("--broker", default=None)
     args = parser.parse_args(argv)
     forkserver.become_subreaper()
+    _raise_descriptor_limit()
     forkserver.send_frame(zygote, [P.Z_START, args.name, args.creation, args.rundir, args.preload])
     agent = Agent(args.name, args.creation, args.rundir, zygote_pid, zygote, args.parent_fd,
                   broker=args.broker, cookie=cookie)

@@ -10,7 +10,7 @@ OTP_DIR = pathlib.Path(otp.__file__).parent
 LAYERS = {
     "errors": 0, "terms": 0,
     "codec": 1,
-    "protocol": 2, "transport": 2, "security": 2, "funcref": 2, "cookie": 2,
+    "protocol": 2, "deaths": 2, "transport": 2, "security": 2, "funcref": 2, "cookie": 2,
     "mailbox": 3, "links": 3, "signals": 3, "forkserver": 3, "agent": 3, "boot": 3, "runtime": 3, "process": 3,
     "registry": 3, "local_node": 3, "reports": 3, "broker_link": 3,
     "broker": 3.5,
