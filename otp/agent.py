@@ -3,8 +3,8 @@
 It spawns every process through the zygote (``otp.forkserver``), holds the process table, the
 local registry and the link and monitor tables, learns of every death from the kernel or the
 zygote (``otp.deaths``; no polling), and delivers exit signals and ``Down`` messages, including
-those the dead could not send. It runs no user code. When the program that started it dies, or it is told to stop, it
-kills every process of the node and removes the run directory.
+those the dead could not send. It runs no user code. When the program that started it dies, or
+it is told to stop, it kills every process of the node and removes the run directory.
 
 Started by ``otp.Node`` through ``otp.boot``, which forks the zygote first; not a public
 interface.
@@ -16,7 +16,6 @@ import gc
 import itertools
 import logging
 import os
-import resource
 import select
 import shutil
 import signal
@@ -28,8 +27,8 @@ from typing import Any
 import zmq
 
 from otp import codec, forkserver, runtime
-from otp.deaths import DeathWatch
 from otp.broker_link import JOIN_TIMEOUT, BrokerLink, JoinError
+from otp.deaths import DeathWatch, raise_descriptor_limit
 from otp.registry import RegistryGeneration
 from otp import protocol as P
 from otp.errors import DecodeError
@@ -41,7 +40,6 @@ log = logging.getLogger("otp.agent")
 _send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 
 ZYGOTE_STOP_TIMEOUT = 2.0
-MAX_DESCRIPTORS = 1 << 20
 DRAIN_BATCH = 1000
 """Frames the agent takes from one source before it looks at the others (a flood of traffic
 must not starve the heartbeats)."""
@@ -247,8 +245,9 @@ class Agent:
         for proc_id, status in killed:
             proc = self.procs.get(proc_id)
             if proc is not None:
+                reason = proc.kill_reason if proc.kill_reason is not None else reason_from_wait_status(status)
                 self._announce_spawned(proc)
-                self._finalize(proc, proc.kill_reason if proc.kill_reason is not None else reason_from_wait_status(status))
+                self._finalize(proc, reason)
 
     def _to_zygote(self, request: list) -> None:
         self.zygote_out += forkserver.frame(request)
@@ -1063,18 +1062,6 @@ def _os_figures(os_pid: int | None) -> dict:
     return figures
 
 
-def _raise_descriptor_limit() -> None:
-    """Let the agent hold as many descriptors as the system allows (a socket to each process
-    it signals, a pidfd for each process), not the 1,024 a shell often starts with."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MAX_DESCRIPTORS)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):
-            pass
-
-
 def main(argv: list[str], zygote_pid: int, zygote: socket.socket, cookie: str | None) -> None:
     """Run the agent of the node ``argv`` describes, its zygote already forked (``otp.boot``)."""
     parser = argparse.ArgumentParser(prog="python -m otp.boot")
@@ -1087,7 +1074,7 @@ def main(argv: list[str], zygote_pid: int, zygote: socket.socket, cookie: str | 
     parser.add_argument("--broker", default=None)
     args = parser.parse_args(argv)
     forkserver.become_subreaper()
-    _raise_descriptor_limit()
+    raise_descriptor_limit()  # a socket to each process it signals, a pidfd for each process
     forkserver.send_frame(zygote, [P.Z_START, args.name, args.creation, args.rundir, args.preload])
     agent = Agent(args.name, args.creation, args.rundir, zygote_pid, zygote, args.parent_fd,
                   broker=args.broker, cookie=cookie)

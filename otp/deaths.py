@@ -19,16 +19,32 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import resource
 import select
 import struct
+
+log = logging.getLogger("otp.agent")
 
 _PIDFD_GET_INFO = 0xC040FF0B
 """``_IOWR(0xFF, 11, struct pidfd_info)``, with the 64 bytes of the struct's first version."""
 _PIDFD_INFO_EXIT = 1 << 3
 _PIDFD_INFO = struct.Struct("=QQ11Ii")   # mask, cgroupid, pid ... fsgid, exit_code
 _UNSUPPORTED = (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP)
+MAX_DESCRIPTORS = 1 << 20
+
+
+def raise_descriptor_limit() -> None:
+    """Let this process hold as many descriptors as the system allows, not the 1,024 a shell
+    often starts with (the agent: a socket to each process it signals, a pidfd for each)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MAX_DESCRIPTORS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("descriptor limit left at %d: %s", soft, exc)
 
 
 class DeathWatch:
@@ -40,7 +56,8 @@ class DeathWatch:
         self._procs: dict[int, tuple[int, int]] = {}   # pidfd -> (process id, os pid)
         self._fds: dict[int, int] = {}                 # process id -> pidfd
         # Pidfds take file descriptors that the node's sockets need more: at most a quarter.
-        self._capacity = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self._capacity = (MAX_DESCRIPTORS if soft == resource.RLIM_INFINITY else soft) // 4
         self._exit_info = True                         # the kernel keeps exit statuses in pidfds
 
     def fileno(self) -> int | None:
@@ -53,8 +70,11 @@ class DeathWatch:
             return
         try:
             fd = os.pidfd_open(os_pid)
-        except OSError:
-            return  # gone already (or no descriptor left): the zygote reports it
+        except OSError as exc:  # gone already, or no descriptor left: the zygote reports it
+            log.debug("process %d (os pid %d) not watched: %s", proc_id, os_pid, exc)
+            if exc.errno in (errno.ENOSYS, errno.EPERM):   # before Linux 5.3, or a sandbox's no
+                self._capacity = 0                          # (the epoll set stays, empty)
+            return
         self._epoll.register(fd, select.EPOLLIN)
         self._procs[fd] = (proc_id, os_pid)
         self._fds[proc_id] = fd

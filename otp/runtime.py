@@ -112,6 +112,7 @@ class Runtime:
         self._rcvtimeo = -1
         self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
         self._peers: dict[int, zmq.Socket] = {}
+        self._dead_peers: list[zmq.Socket] = []   # sockets to processes that died, closed when idle
         self._route_heads: dict[Any, bytes] = {}   # destination on another node -> route frame head
         self._mailbox = Mailbox()
         self._replies: dict[Any, Any] = {}   # answers by tag or ref (see await_answer)
@@ -175,6 +176,7 @@ class Runtime:
             alive = linger and self._mailbox_exists(proc_id)
             sock.close(linger=PEER_LINGER_MS if alive else 0)
         self._peers.clear()
+        self._close_dead_peers()
         self._sock.close()
         self._agent.close(linger=PEER_LINGER_MS if linger else 0)
         if getattr(_tls, "rt", None) is self:
@@ -259,6 +261,19 @@ class Runtime:
         if sock is not None:
             sock.close(linger=0)
 
+    def _forget_dead_peer(self, proc_id: int) -> None:
+        """Let go of the socket to a process that died, closing it when this process next waits:
+        a close wakes ZeroMQ's reaper thread, and the news of a death is often what a process
+        must act on at once (a supervisor restarting a child)."""
+        sock = self._peers.pop(proc_id, None)
+        if sock is not None:
+            self._dead_peers.append(sock)
+
+    def _close_dead_peers(self) -> None:
+        for sock in self._dead_peers:
+            sock.close(linger=0)
+        self._dead_peers.clear()
+
     def resolve(self, dest: Any) -> Pid | None:
         """The pid behind a Pid, a local name, ``(name, node)`` or ``("global", name)``; None
         for a name on another node (that node resolves it). Raises ``NoProc`` for a name that
@@ -331,6 +346,8 @@ class Runtime:
             while time.perf_counter() < spin_until:
                 if _get(sock, _EVENTS) & _POLLIN:
                     return _recv(sock, 0)
+        if self._dead_peers:
+            self._close_dead_peers()
         # A blocking recv with a receive timeout wakes faster than zmq_poll then recv.
         timeout_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
         if timeout_ms == 0 or timeout_ms < -1:
@@ -386,7 +403,7 @@ class Runtime:
                 if sig.ref in self._cancelled_monitors:
                     continue
             if type(sig) in (Down, Exit) and type(sig.pid) is Pid and self.node.is_local(sig.pid):
-                self._forget_peer(sig.pid.id)
+                self._forget_dead_peer(sig.pid.id)
             self._mailbox.put(sig)
 
     def _on_control(self, body: Any) -> None:

@@ -13,7 +13,6 @@ import pytest
 from otp.deaths import DeathWatch
 
 
-
 def pidfds_work() -> bool:
     try:
         os.close(os.pidfd_open(os.getpid()))
@@ -22,7 +21,8 @@ def pidfds_work() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not pidfds_work(), reason="no pidfds on this system (the zygote tells of every death)")
+pytestmark = pytest.mark.skipif(not pidfds_work(),
+                                reason="no pidfds here: the agent hears of every death from the zygote")
 
 
 def child(code: str = "import time; time.sleep(60)") -> subprocess.Popen:
