@@ -61,7 +61,7 @@ class Proc:
     links: set[int | Pid] = field(default_factory=set)
     monitored_by: dict[Ref, tuple[int | Pid, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
     monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
-    sock: zmq.Socket | None = None
+    sock: zmq.backend.Socket | None = None
     os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
     info: dict = field(default_factory=dict)   # facts for process_info (behaviour, supervisor, restarts)
 
@@ -287,9 +287,8 @@ class Agent:
     def _send_frame(self, proc: Proc, frame: bytes) -> None:
         sock = proc.sock
         if sock is None:
-            sock = proc.sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock = proc.sock = runtime.peer_socket(self.ctx, 0)
+            sock.set(zmq.SNDHWM, 100_000)
             sock.connect(P.endpoint(self.rundir, proc.endpoint))
         try:
             _send(sock, frame, zmq.NOBLOCK)
@@ -1035,6 +1034,9 @@ class Agent:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 break
+        for proc in self.procs.values():  # of pyzmq's plain class: destroy() does not see them
+            if proc.sock is not None:
+                proc.sock.close(linger=0)
         self.ctx.destroy(linger=0)
         shutil.rmtree(self.rundir, ignore_errors=True)
 

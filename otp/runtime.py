@@ -111,8 +111,8 @@ class Runtime:
         self._sock = mailbox
         self._rcvtimeo = -1
         self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
-        self._peers: dict[int, zmq.Socket] = {}
-        self._dead_peers: list[zmq.Socket] = []   # sockets to processes that died, closed when idle
+        self._peers: dict[int, zmq.backend.Socket] = {}
+        self._dead_peers: list[zmq.backend.Socket] = []   # sockets to processes that died, closed when idle
         self._route_heads: dict[Any, bytes] = {}   # destination on another node -> route frame head
         self._mailbox = Mailbox()
         self._replies: dict[Any, Any] = {}   # answers by tag or ref (see await_answer)
@@ -220,30 +220,29 @@ class Runtime:
         except zmq.Again:
             self._send_when_ready(proc_id, sock, frame)
 
-    def _connect(self, proc_id: int) -> zmq.Socket:
+    def _connect(self, proc_id: int) -> zmq.backend.Socket:
         peers = self._peers
         if len(peers) >= PEER_CACHE_SIZE:
             peers.pop(next(iter(peers))).close(linger=PEER_LINGER_MS)
         # Without ZMQ_IMMEDIATE the first frames queue while the connection is made, so a send
         # never waits for a handshake. Frames to a peer that died queue up to the high-water
         # mark; past it the slow path finds the mailbox gone and drops them with the socket.
-        sock = self.node.ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, PEER_LINGER_MS)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        sock = peer_socket(self.node.ctx, PEER_LINGER_MS)
+        sock.set(zmq.RECONNECT_IVL_MAX, 5000)
         sock.connect(P.endpoint(self.node.rundir, proc_id))
         peers[proc_id] = sock
         return sock
 
-    def _send_when_ready(self, proc_id: int, sock: zmq.Socket, frame: bytes) -> None:
+    def _send_when_ready(self, proc_id: int, sock: zmq.backend.Socket, frame: bytes) -> None:
         """Slow path: a new connection still being made, a full queue, or a dead peer."""
         deadline = time.monotonic() + SEND_BLOCKED_TIMEOUT
         while True:
             if not self._mailbox_exists(proc_id):
                 self._forget_peer(proc_id)  # the process is gone: the message is dropped
                 return
-            if sock.poll(50, zmq.POLLOUT):
+            if zmq.zmq_poll([(sock, zmq.POLLOUT)], 50):
                 try:
-                    sock.send(frame, zmq.NOBLOCK)
+                    _send(sock, frame, _NOBLOCK)
                     return
                 except zmq.Again:
                     continue
@@ -845,6 +844,15 @@ def new_context(max_sockets: int = MAX_SOCKETS) -> zmq.Context:
     ctx = zmq.Context()
     ctx.set(zmq.MAX_SOCKETS, max_sockets)
     return ctx
+
+
+def peer_socket(ctx: zmq.Context, linger_ms: int) -> zmq.backend.Socket:
+    """A PUSH socket to one peer, of pyzmq's plain class: the usual class's attribute magic
+    costs more than the socket itself (65 of 100 us here), and a restart makes two of these on
+    its way."""
+    sock = zmq.backend.Socket(ctx, zmq.PUSH)
+    sock.set(zmq.LINGER, linger_ms)
+    return sock
 
 
 def bind_mailbox(ctx: zmq.Context, rundir: str, name: str | int) -> zmq.Socket:
