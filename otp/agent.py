@@ -61,7 +61,7 @@ class Proc:
     links: set[int | Pid] = field(default_factory=set)
     monitored_by: dict[Ref, tuple[int | Pid, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
     monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
-    sock: zmq.backend.Socket | None = None
+    sock: runtime.PeerSocket | None = None
     os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
     info: dict = field(default_factory=dict)   # facts for process_info (behaviour, supervisor, restarts)
 
@@ -1034,7 +1034,7 @@ class Agent:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-        for proc in self.procs.values():  # of pyzmq's plain class: destroy() does not see them
+        for proc in self.procs.values():  # destroy() sees only sockets of pyzmq's usual class
             if proc.sock is not None:
                 proc.sock.close(linger=0)
         self.ctx.destroy(linger=0)

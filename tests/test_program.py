@@ -30,6 +30,22 @@ def test_a_program_gets_an_implicit_node_on_first_use_and_it_stops_at_exit():
     assert result.stdout.split() == ["hello", "nonode@nohost"]
 
 
+def test_a_node_stops_when_a_thread_that_sent_messages_ended_without_closing_its_process():
+    result = run_program("""
+        import threading
+        import otp
+        with otp.Node("threads"):
+            otp.register("main", otp.self())
+            thread = threading.Thread(target=otp.send, args=("main", "from a thread"))
+            thread.start()
+            thread.join()
+            print(otp.receive(timeout=10))
+        print("stopped")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["from a thread", "stopped"]
+
+
 def test_a_function_defined_in_the_main_script_can_be_spawned(tmp_path):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent("""
