@@ -144,18 +144,12 @@ def _measure(kills: int, rest: float, transport: str) -> list[float]:
     theirs.close()
     try:
         if transport == "zmq":
-            return _zmq_client(rundir, zygote, kills, rest)
-        child = int(mine.recv(64))
-        times = []
-        for _ in range(kills):
-            time.sleep(rest)
-            start = time.perf_counter()
-            os.kill(child, signal.SIGKILL)
-            child = int(mine.recv(64))
+            return _zmq_client(rundir, kills, rest)
+
+        def ping(child: int) -> None:
             mine.send(b"ping")
             mine.recv(64)
-            times.append(time.perf_counter() - start)
-        return times
+        return _time_kills(kills, rest, lambda: int(mine.recv(64)), ping)
     finally:
         os.kill(zygote, signal.SIGTERM)
         os.waitpid(zygote, 0)
@@ -163,28 +157,41 @@ def _measure(kills: int, rest: float, transport: str) -> list[float]:
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def _zmq_client(rundir: str, zygote: int, kills: int, rest: float) -> list[float]:
+def _zmq_client(rundir: str, kills: int, rest: float) -> list[float]:
     import zmq
     ctx = zmq.Context()
     try:
         inbox = ctx.socket(zmq.PULL)
         inbox.bind(f"ipc://{rundir}/client")
-        child = int(inbox.recv())
-        times = []
-        for _ in range(kills):
-            time.sleep(rest)
-            start = time.perf_counter()
-            os.kill(child, signal.SIGKILL)
-            child = int(inbox.recv())
-            server = ctx.socket(zmq.PUSH)
+
+        def ping(child: int) -> Callable[[], None]:
+            server = ctx.socket(zmq.PUSH)   # a new connection, as to a restarted process
             server.connect(f"ipc://{rundir}/{child}")
             server.send(b"ping")
             inbox.recv()
-            times.append(time.perf_counter() - start)
-            server.close(linger=0)
-        return times
+            return functools.partial(server.close, linger=0)
+        return _time_kills(kills, rest, lambda: int(inbox.recv()), ping)
     finally:
         ctx.destroy(linger=0)
+
+
+def _time_kills(kills: int, rest: float, announced: Callable[[], int],
+                ping: Callable[[int], Callable[[], None] | None]) -> list[float]:
+    """Kill the current child ``kills`` times, ``rest`` seconds apart; each time, the seconds
+    until its replacement has announced itself (``announced`` returns its os pid) and answered
+    a ping (``ping`` may return what to clean up once the time is taken)."""
+    child = announced()
+    times = []
+    for _ in range(kills):
+        time.sleep(rest)
+        start = time.perf_counter()
+        os.kill(child, signal.SIGKILL)
+        child = announced()
+        cleanup = ping(child)
+        times.append(time.perf_counter() - start)
+        if cleanup is not None:
+            cleanup()
+    return times
 
 
 if __name__ == "__main__":

@@ -238,16 +238,11 @@ class Agent:
         """Processes the kernel says have died: one killed by a signal is done with now, as
         its wait status is its exit reason; one that ended on its own wrote its reason to the
         zygote, whose report follows."""
-        killed = [(proc_id, status) for proc_id, status in self.deaths.deaths()
-                  if status is not None and os.WIFSIGNALED(status)]
+        killed = [death for death in self.deaths.deaths() if death[2] is not None and os.WIFSIGNALED(death[2])]
         if killed:
             self._drain_inbox(self.handlers)  # what they sent before dying goes first
-        for proc_id, status in killed:
-            proc = self.procs.get(proc_id)
-            if proc is not None:
-                reason = proc.kill_reason if proc.kill_reason is not None else reason_from_wait_status(status)
-                self._announce_spawned(proc)
-                self._finalize(proc, reason)
+        for proc_id, os_pid, status in killed:
+            self.on_exited(proc_id, os_pid, status, b"")  # as the zygote tells it: no reason written
 
     def _to_zygote(self, request: list) -> None:
         self.zygote_out += forkserver.frame(request)

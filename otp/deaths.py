@@ -11,7 +11,7 @@ to the zygote, whose report stays the word on it; so does every death where pidf
     watch = DeathWatch(zygote_pid)
     watch.add(proc_id, os_pid)                # once the process is forked
     poller.register(watch.fileno(), zmq.POLLIN)
-    for proc_id, status in watch.deaths():    # status None: the zygote will tell
+    for proc_id, os_pid, status in watch.deaths():   # status None: the zygote will tell
         ...
     watch.discard(proc_id)                    # a death learnt otherwise
 """
@@ -86,15 +86,15 @@ class DeathWatch:
             self._epoll.unregister(fd)
             os.close(fd)
 
-    def deaths(self) -> list[tuple[int, int | None]]:
-        """The watched processes that died, each with its wait status if the kernel gives it
-        (None: only the zygote can tell); they are watched no more."""
+    def deaths(self) -> list[tuple[int, int, int | None]]:
+        """The watched processes that died, as (process id, os pid, wait status if the kernel
+        gives it; None: only the zygote can tell); they are watched no more."""
         if self._epoll is None:
             return []
         dead = []
         for fd, _ in self._epoll.poll(0):
             proc_id, os_pid = self._procs[fd]
-            dead.append((proc_id, self._status(fd, os_pid)))
+            dead.append((proc_id, os_pid, self._status(fd, os_pid)))
             self.discard(proc_id)
         return dead
 
