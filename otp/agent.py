@@ -195,7 +195,7 @@ class Agent:
 
     def _handlers(self) -> dict:
         return {
-            P.SPAWN: self.on_spawn, P.STARTED: self.on_started, P.ATTACH: self.on_attach,
+            P.SPAWN: self.on_spawn, P.ATTACH: self.on_attach,
             P.SPARE: self.on_spare, P.TAKE_SPARE: self.on_take_spare,
             P.DETACH: self.on_detach, P.LINK: self.on_link, P.UNLINK: self.on_unlink,
             P.MONITOR: self.on_monitor, P.DEMONITOR: self.on_demonitor, P.EXIT: self.on_exit,
@@ -361,17 +361,13 @@ class Agent:
             self._announce_spawned(proc)
             self._finalize(proc, ("spawn_failed", error))
 
-    def on_started(self, proc_id: int) -> None:
-        proc = self.procs.get(proc_id)
-        if proc is not None:
-            self._announce_spawned(proc)
-
     def _announce_spawned(self, proc: Proc) -> None:
-        """Answer the spawner with the new pid, once the process's mailbox is bound or it died.
+        """Answer the spawner with the pid of a process that died (or was never forked).
 
-        The process answers its spawner directly too, and that answer is usually first; but a
-        process that dies at once (``os._exit``) may take it down unsent. The spawner takes the
-        first answer and drops the other, so a spawn always returns, even a dead process's pid.
+        A process answers its spawner itself once its mailbox is bound, and that answer is
+        usually long there; but one that dies at once (``os._exit``) may take it down unsent.
+        The spawner takes the first answer and drops the other (its tag is never used again),
+        so a spawn always returns, even a dead process's pid.
         """
         if proc.spawner is not None:
             self._reply(*proc.spawner, proc.id)

@@ -26,8 +26,8 @@ REPLY = "reply"          # [REPLY, tag, value]
 KILL = "kill"            # [KILL, reason]: an embedded process must exit (it cannot be SIGKILLed)
 
 # ops to the agent: [op, sender_id, ...]
-SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref, info | None -> reply id (by child and agent)
-STARTED = "started"      # (from a new process once its mailbox is bound and its spawner told)
+SPAWN = "spawn"          # tag, funcref, args_bytes, link, monitor_ref, info | None -> reply id (by the
+                         # new process once its mailbox is bound, or by the agent if it died first)
 SPARE = "spare"          # tag, funcref, args_bytes: a linked spawn whose process monitors its
                          # spawner (the tag is the monitor's ref) and shows as a "spare"
 TAKE_SPARE = "take_spare"  # spare id, tag, monitor_ref | None, info | None: the spawner hands the

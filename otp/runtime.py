@@ -139,12 +139,11 @@ class Runtime:
                     mailbox: zmq.Socket, agent: zmq.Socket) -> "Runtime":
         """The runtime of a process the node spawned, its mailbox bound at its id's endpoint.
 
-        It tells the agent, and its spawner directly (the spawner waits for that to return the
-        pid, so that the pid can be sent to at once).
+        It tells its spawner, which waits for that to return the pid, so that the pid can be
+        sent to at once (the agent answers the spawner instead if the process dies first).
         """
         rt = cls(node, mailbox, embedded=False, agent=agent)
         rt._set_id(proc_id)
-        rt._to_agent([P.STARTED, proc_id])
         rt._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
         return rt
 
