@@ -5,6 +5,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from typing import Any, Iterable
 
 REPETITIONS = int(os.environ.get("BENCH_REPETITIONS", "5"))
@@ -17,6 +18,41 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds this machine has spent busy (user, system and interrupts, over all cores)
+    since boot; None where ``/proc/stat`` is missing. The difference over a loop is the CPU
+    the loop cost, whichever processes and kernel threads spent it."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """The machine's busy CPU seconds and the wall seconds over a ``with`` block::
+
+        with CpuMeter() as meter:
+            loop()
+        meter.cpu, meter.wall    # cpu is None where it cannot be read
+    """
+
+    def __enter__(self) -> "CpuMeter":
+        self.cpu: float | None = None
+        self.wall = 0.0
+        self._cpu0 = busy_cpu_seconds()
+        self._wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall = time.perf_counter() - self._wall0
+        cpu1 = busy_cpu_seconds()
+        if self._cpu0 is not None and cpu1 is not None:
+            self.cpu = cpu1 - self._cpu0
 
 
 def emit(result: dict[str, Any]) -> None:

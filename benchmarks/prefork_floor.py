@@ -15,7 +15,8 @@ Two transports:
   with a process per child and ZeroMQ between processes.
 
 Run in a fresh interpreter (``python -m benchmarks.prefork_floor KILLS REST_SECONDS [pipe|zmq]``
-prints the times as a JSON list), so the zygote is as small as Python gets.
+prints the times, and the CPU and wall seconds of the kills, as JSON), so the zygote is as small
+as Python gets.
 """
 from __future__ import annotations
 
@@ -32,18 +33,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
+
+if TYPE_CHECKING:
+    from benchmarks.common import CpuMeter
 
 _PR_SET_PDEATHSIG = 1
 
 
-def restart_times(kills: int, rest: float = 0.0, transport: str = "pipe") -> list[float]:
+def restart_times(kills: int, rest: float = 0.0, transport: str = "pipe") -> tuple[list[float], float | None, float]:
     """Seconds from each SIGKILL to the replacement's answer, measured in a fresh interpreter;
-    ``rest`` seconds before each kill; ``transport`` ``"pipe"`` or ``"zmq"``."""
+    ``rest`` seconds before each kill; ``transport`` ``"pipe"`` or ``"zmq"``. Also the
+    machine's busy CPU seconds and the wall seconds over the kills (see ``common.CpuMeter``)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-m", "benchmarks.prefork_floor", str(kills), str(rest), transport],
                           cwd=root, capture_output=True, text=True, timeout=300, check=True)
-    return json.loads(done.stdout)
+    result = json.loads(done.stdout)
+    return result["times"], result["cpu"], result["wall"]
 
 
 def _pipe_spare(channel: socket.socket) -> Callable[[], NoReturn]:
@@ -132,7 +138,7 @@ def _zygote(make_spare: Callable[[], Callable[[], NoReturn]]) -> NoReturn:
     os._exit(0)
 
 
-def _measure(kills: int, rest: float, transport: str) -> list[float]:
+def _measure(kills: int, rest: float, transport: str) -> tuple[list[float], CpuMeter]:
     if transport == "zmq":
         importlib.import_module("zmq")  # before the zygote forks: each spare inherits it
     rundir = tempfile.mkdtemp(prefix="otp-floor-")
@@ -157,7 +163,7 @@ def _measure(kills: int, rest: float, transport: str) -> list[float]:
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def _zmq_client(rundir: str, kills: int, rest: float) -> list[float]:
+def _zmq_client(rundir: str, kills: int, rest: float) -> tuple[list[float], CpuMeter]:
     import zmq
     ctx = zmq.Context()
     try:
@@ -176,23 +182,27 @@ def _zmq_client(rundir: str, kills: int, rest: float) -> list[float]:
 
 
 def _time_kills(kills: int, rest: float, announced: Callable[[], int],
-                ping: Callable[[int], Callable[[], None] | None]) -> list[float]:
+                ping: Callable[[int], Callable[[], None] | None]) -> tuple[list[float], CpuMeter]:
     """Kill the current child ``kills`` times, ``rest`` seconds apart; each time, the seconds
     until its replacement has announced itself (``announced`` returns its os pid) and answered
-    a ping (``ping`` may return what to clean up once the time is taken)."""
+    a ping (``ping`` may return what to clean up once the time is taken). Also the CPU and
+    wall time of the whole loop."""
+    from benchmarks.common import CpuMeter  # here, not above: the zygote, forked first, stays small
     child = announced()
     times = []
-    for _ in range(kills):
-        time.sleep(rest)
-        start = time.perf_counter()
-        os.kill(child, signal.SIGKILL)
-        child = announced()
-        cleanup = ping(child)
-        times.append(time.perf_counter() - start)
-        if cleanup is not None:
-            cleanup()
-    return times
+    with CpuMeter() as meter:
+        for _ in range(kills):
+            time.sleep(rest)
+            start = time.perf_counter()
+            os.kill(child, signal.SIGKILL)
+            child = announced()
+            cleanup = ping(child)
+            times.append(time.perf_counter() - start)
+            if cleanup is not None:
+                cleanup()
+    return times, meter
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "pipe")))
+    times, meter = _measure(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "pipe")
+    print(json.dumps({"times": times, "cpu": meter.cpu, "wall": meter.wall}))

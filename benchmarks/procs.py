@@ -1,6 +1,7 @@
 """Process functions the benchmarks spawn (importable, so otp can spawn them)."""
 from __future__ import annotations
 
+import os
 import time
 
 import otp
@@ -138,10 +139,11 @@ class Idle(otp.GenServer):
 
 
 class Announcer(otp.GenServer):
-    """A child that tells a watcher each time it has started, then answers pings."""
+    """A child that tells a watcher each time it has started (its pid and OS pid), then
+    answers pings."""
 
     def init(self, watcher: otp.Pid) -> None:
-        otp.send(watcher, ("up", otp.self()))
+        otp.send(watcher, ("up", otp.self(), os.getpid()))
 
     def handle_call(self, request, caller):
         return request

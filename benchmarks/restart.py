@@ -11,9 +11,15 @@ answered: a restart storm, where each restart also pays for the background work 
 before, such as the zygote's next warm process, and the supervisor, never idle, keeps no spare),
 and at rest (kills ``REST_SECONDS`` apart, as restarts come when they are rare enough for a
 supervisor's intensity to allow them).
+
+Back to back, each variant's CPU per restart is reported too (the machine's busy CPU over the
+kills, every process and the kernel included), and for otp the cores it kept busy: where that
+nears the core count, the restarts wait on CPU, and CPU per restart over the cores bounds the
+mean restart time from below.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -22,75 +28,89 @@ import time
 
 import otp
 from benchmarks import prefork_floor, procs
-from benchmarks.common import REPETITIONS, emit, median, percentile
+from benchmarks.common import REPETITIONS, CpuMeter, emit, median, percentile
 
 KILLS = 200
 REST_SECONDS = 0.03
 _fork = multiprocessing.get_context("fork")
 
 
-def otp_restart_times(kills: int, rest: float = 0.0) -> list[float]:
-    """The replacement announces itself from its init; then it must answer a call."""
+def otp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:
+    """The replacement announces itself from its init; then it must answer a call. Also the
+    machine's busy CPU seconds and the wall seconds over the kills."""
     spec = otp.child_spec("target", procs.Announcer, args=(otp.self(),))
     sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
-    _, pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    _, _, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
     times = []
-    for _ in range(kills):
-        time.sleep(rest)
-        seconds, pid = time_restart(pid)
-        times.append(seconds)
+    with CpuMeter() as meter:
+        for _ in range(kills):
+            time.sleep(rest)
+            seconds, _, os_pid = time_restart(os_pid)
+            times.append(seconds)
     otp.stop(sup, "shutdown")
-    return times
+    return times, meter.cpu, meter.wall
 
 
-def time_restart(victim: otp.Pid) -> tuple[float, otp.Pid]:
-    """SIGKILL a supervised ``procs.Announcer``; return the seconds until its replacement has
-    announced itself and answered a call, and the replacement."""
-    os_pid = otp.os_pid(victim)
+def time_restart(victim_os_pid: int) -> tuple[float, otp.Pid, int]:
+    """SIGKILL a supervised ``procs.Announcer`` by its OS pid; return the seconds until its
+    replacement has announced itself and answered a call, and the replacement's pid and OS pid
+    (which it announces, so that the loop asks the node nothing between kills)."""
     start = time.perf_counter()
-    os.kill(os_pid, signal.SIGKILL)
-    _, fresh = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    os.kill(victim_os_pid, signal.SIGKILL)
+    _, fresh, fresh_os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
     otp.call(fresh, ("ping", 1))
-    return time.perf_counter() - start, fresh
+    return time.perf_counter() - start, fresh, fresh_os_pid
 
 
-def mp_restart_times(kills: int, rest: float = 0.0) -> list[float]:
+def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:
     times = []
     mine, theirs = _fork.Pipe()
     proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
     proc.start()
-    for _ in range(kills):
-        time.sleep(rest)
-        start = time.perf_counter()
-        os.kill(proc.pid, signal.SIGKILL)
-        multiprocessing.connection.wait([proc.sentinel])
-        proc.join()
-        mine, theirs = _fork.Pipe()
-        proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
-        proc.start()
-        mine.send("ping")
-        mine.recv()
-        times.append(time.perf_counter() - start)
+    with CpuMeter() as meter:
+        for _ in range(kills):
+            time.sleep(rest)
+            start = time.perf_counter()
+            os.kill(proc.pid, signal.SIGKILL)
+            multiprocessing.connection.wait([proc.sentinel])
+            proc.join()
+            mine, theirs = _fork.Pipe()
+            proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
+            proc.start()
+            mine.send("ping")
+            mine.recv()
+            times.append(time.perf_counter() - start)
     proc.kill()
     proc.join()
-    return times
+    return times, meter.cpu, meter.wall
 
 
 def run() -> None:
     runs: dict[str, list[list[float]]] = {}
+    cpu_per_restart: dict[str, list[float]] = {}   # back to back only: at rest, idle time counts too
+    cores_busy: list[float] = []
     with otp.Node("bench", preload=["benchmarks.procs"]):
         for _ in range(REPETITIONS):
             for rest, suffix in ((0.0, ""), (REST_SECONDS, "_at_rest")):
-                runs.setdefault("otp" + suffix, []).append(otp_restart_times(KILLS, rest))
-                runs.setdefault("mp_fork_restart" + suffix, []).append(mp_restart_times(KILLS, rest))
-                lean = prefork_floor.restart_times(KILLS, rest)
-                runs.setdefault("lean_prefork_restart" + suffix, []).append(lean)
-                lean_zmq = prefork_floor.restart_times(KILLS, rest, "zmq")
-                runs.setdefault("zmq_prefork_restart" + suffix, []).append(lean_zmq)
-    result = {"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS, "rest_ms": REST_SECONDS * 1e3}
+                for name, measure in (("otp", otp_restart_times), ("mp_fork_restart", mp_restart_times),
+                                      ("lean_prefork_restart", prefork_floor.restart_times),
+                                      ("zmq_prefork_restart", functools.partial(prefork_floor.restart_times,
+                                                                                transport="zmq"))):
+                    times, cpu, wall = measure(KILLS, rest)
+                    runs.setdefault(name + suffix, []).append(times)
+                    if not rest and cpu is not None:
+                        cpu_per_restart.setdefault(name, []).append(cpu / KILLS)
+                        if name == "otp":
+                            cores_busy.append(cpu / wall)
+    result = {"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS, "rest_ms": REST_SECONDS * 1e3,
+              "cores": os.cpu_count()}
     for name, times in runs.items():
         result[f"{name}_p50_ms"] = median(percentile(t, 0.5) for t in times) * 1e3
         result[f"{name}_p99_ms"] = median(percentile(t, 0.99) for t in times) * 1e3
+    for name, cpus in cpu_per_restart.items():
+        result[f"{name}_cpu_ms_per_restart"] = median(cpus) * 1e3
+    if cores_busy:
+        result["otp_cores_busy"] = median(cores_busy)
     result["otp_vs_mp_p50"] = result["otp_p50_ms"] / result["mp_fork_restart_p50_ms"]
     result["otp_vs_mp_at_rest_p50"] = result["otp_at_rest_p50_ms"] / result["mp_fork_restart_at_rest_p50_ms"]
     result["otp_vs_zmq_floor_p50"] = result["otp_p50_ms"] / result["zmq_prefork_restart_p50_ms"]

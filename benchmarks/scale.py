@@ -30,9 +30,10 @@ def run() -> None:
         for _ in pids:  # each announced itself from its init
             otp.receive(match=lambda m: m[0] == "up", timeout=30)
         uss = sum(psutil.Process(otp.os_pid(pid)).memory_full_info().uss for pid in pids)
-        restarts = [time_restart(victim)[0] for victim in pids[:KILLS]]
+        victims = [otp.os_pid(pid) for pid in pids[:2 * KILLS]]
+        restarts = [time_restart(victim)[0] for victim in victims[:KILLS]]
         at_rest = []
-        for victim in pids[KILLS:2 * KILLS]:
+        for victim in victims[KILLS:]:
             time.sleep(REST_SECONDS)
             at_rest.append(time_restart(victim)[0])
         start = time.perf_counter()
