@@ -61,7 +61,7 @@ class Proc:
     links: set[int | Pid] = field(default_factory=set)
     monitored_by: dict[Ref, tuple[int | Pid, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
     monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
-    sock: runtime.PeerSocket | None = None
+    sock: runtime.PlainSocket | None = None
     os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
     info: dict = field(default_factory=dict)   # facts for process_info (behaviour, supervisor, restarts)
 

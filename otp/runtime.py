@@ -65,7 +65,7 @@ class NodeContext:
     name: str
     creation: int
     rundir: str
-    ctx: zmq.Context
+    ctx: zmq.backend.Context   # a process's plain context (see new_process_context), or the usual one
     os_pid: int
     alive: bool = True
     _registry: RegistryGeneration | None = field(default=None, repr=False)
@@ -101,8 +101,8 @@ class CallDown:
 class Runtime:
     """One process: its pid, mailbox socket, save queue, peer sockets and agent link."""
 
-    def __init__(self, node: NodeContext, mailbox: zmq.Socket, embedded: bool,
-                 agent: zmq.Socket | None = None) -> None:
+    def __init__(self, node: NodeContext, mailbox: PlainSocket, embedded: bool,
+                 agent: PlainSocket | None = None) -> None:
         self.node = node
         self.embedded = embedded
         self.thread = threading.get_ident()
@@ -111,8 +111,8 @@ class Runtime:
         self._sock = mailbox
         self._rcvtimeo = -1
         self._agent = agent if agent is not None else connect_agent(node.ctx, node.rundir)
-        self._peers: dict[int, PeerSocket] = {}
-        self._dead_peers: list[PeerSocket] = []   # sockets to processes that died, closed when idle
+        self._peers: dict[int, PlainSocket] = {}
+        self._dead_peers: list[PlainSocket] = []   # sockets to processes that died, closed when idle
         self._route_heads: dict[Any, bytes] = {}   # destination on another node -> route frame head
         self._mailbox = Mailbox()
         self._replies: dict[Any, Any] = {}   # answers by tag or ref (see await_answer)
@@ -136,7 +136,7 @@ class Runtime:
 
     @classmethod
     def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int,
-                    mailbox: zmq.Socket, agent: zmq.Socket) -> "Runtime":
+                    mailbox: PlainSocket, agent: PlainSocket) -> "Runtime":
         """The runtime of a process the node spawned, its mailbox bound at its id's endpoint.
 
         It tells its spawner, which waits for that to return the pid, so that the pid can be
@@ -219,7 +219,7 @@ class Runtime:
         except zmq.Again:
             self._send_when_ready(proc_id, sock, frame)
 
-    def _connect(self, proc_id: int) -> PeerSocket:
+    def _connect(self, proc_id: int) -> PlainSocket:
         peers = self._peers
         if len(peers) >= PEER_CACHE_SIZE:
             peers.pop(next(iter(peers))).close(linger=PEER_LINGER_MS)
@@ -232,7 +232,7 @@ class Runtime:
         peers[proc_id] = sock
         return sock
 
-    def _send_when_ready(self, proc_id: int, sock: PeerSocket, frame: bytes) -> None:
+    def _send_when_ready(self, proc_id: int, sock: PlainSocket, frame: bytes) -> None:
         """Slow path: a new connection still being made, a full queue, or a dead peer."""
         deadline = time.monotonic() + SEND_BLOCKED_TIMEOUT
         while True:
@@ -351,7 +351,7 @@ class Runtime:
         if timeout_ms == 0 or timeout_ms < -1:
             return None
         if timeout_ms != self._rcvtimeo:
-            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            sock.set(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo = timeout_ms
         try:
             return _recv(sock, 0)
@@ -812,10 +812,10 @@ def end_runtimes(reason: Any) -> bool:
         frame = P.CONTROL_PREFIX + codec.encode([P.KILL, reason])
         for rt in others:
             if rt.embedded and rt.id >= 0:
-                sock = node.ctx.socket(zmq.PUSH)
+                sock = peer_socket(node.ctx, 500)
                 sock.connect(P.endpoint(node.rundir, rt.id))
                 sock.send(frame, zmq.NOBLOCK)
-                sock.close(linger=500)
+                sock.close()
     return not others
 
 
@@ -845,12 +845,22 @@ def new_context(max_sockets: int = MAX_SOCKETS) -> zmq.Context:
     return ctx
 
 
-class PeerSocket(zmq.backend.Socket):
-    """A socket to one peer, on pyzmq's plain socket class: the usual class's attribute
-    machinery costs more than the socket itself (one takes 120 us to make here, this one 40),
-    and a restart makes two on its way. Like the usual class, it closes itself when collected
-    (a thread that ended without closing its process leaves its sockets to the collector, and
-    the context cannot end while one is open)."""
+def new_process_context() -> zmq.backend.Context:
+    """The ZeroMQ context of a spawned process, on pyzmq's plain class: its sockets are all
+    ``PlainSocket``s, which it closes itself, and the usual class, with its socket tracking,
+    costs a new process 0.25 ms more."""
+    ctx = zmq.backend.Context()
+    ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
+    return ctx
+
+
+class PlainSocket(zmq.backend.Socket):
+    """A socket on pyzmq's plain class, as a process's sockets are (its mailbox, its socket to
+    the agent, one to each peer): the usual class's attribute machinery costs more than the
+    socket (one takes 120 us to make here, this one 40), and a process makes three on its way
+    up and one per new peer. Like the usual class, it closes itself when collected (a thread
+    that ended without closing its process leaves its sockets to the collector, and the context
+    cannot end while one is open); unlike it, the context's ``destroy`` does not see it."""
 
     __slots__ = ()
 
@@ -859,36 +869,35 @@ class PeerSocket(zmq.backend.Socket):
             self.close()
 
 
-def peer_socket(ctx: zmq.Context, linger_ms: int) -> PeerSocket:
+def peer_socket(ctx: zmq.backend.Context, linger_ms: int) -> PlainSocket:
     """A PUSH socket to one peer, lingering ``linger_ms`` at its close."""
-    sock = PeerSocket(ctx, zmq.PUSH)
+    sock = PlainSocket(ctx, zmq.PUSH)
     sock.set(zmq.LINGER, linger_ms)
     return sock
 
 
-def bind_mailbox(ctx: zmq.Context, rundir: str, name: str | int) -> zmq.Socket:
+def bind_mailbox(ctx: zmq.backend.Context, rundir: str, name: str | int) -> PlainSocket:
     """A mailbox socket bound at the endpoint ``name`` of the run directory."""
-    sock = ctx.socket(zmq.PULL)
+    sock = PlainSocket(ctx, zmq.PULL)
     # LINGER 0 here would drop what a peer sent just before it exited (ZeroMQ terminates a
     # disconnected peer's pipe without delay when the receiving socket does not linger).
-    sock.setsockopt(zmq.LINGER, 1000)
+    sock.set(zmq.LINGER, 1000)
     # ZeroMQ drops what a peer sent before exiting if the receiving pipe was full when it
     # disconnected: a mailbox holds up to MAILBOX_CAPACITY messages before senders wait.
-    sock.setsockopt(zmq.RCVHWM, MAILBOX_CAPACITY)
+    sock.set(zmq.RCVHWM, MAILBOX_CAPACITY)
     sock.bind(P.endpoint(rundir, name))
     return sock
 
 
-def connect_agent(ctx: zmq.Context, rundir: str) -> zmq.Socket:
+def connect_agent(ctx: zmq.backend.Context, rundir: str) -> PlainSocket:
     """A socket to the node agent of the run directory."""
-    sock = ctx.socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, PEER_LINGER_MS)
+    sock = peer_socket(ctx, PEER_LINGER_MS)
     sock.connect(P.endpoint(rundir, P.AGENT_ENDPOINT))
     return sock
 
 
-def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: zmq.Socket,
-                agent: zmq.Socket) -> Any:
+def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: PlainSocket,
+                agent: PlainSocket) -> Any:
     """Run a spawned process's function in this (new) OS process; return its exit reason."""
     funcref, args_bytes, spawner_id, tag = spawn_request
     set_node(node)

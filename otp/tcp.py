@@ -25,11 +25,10 @@ import socket
 import threading
 import weakref
 
-import zmq
 
 from otp import codec
 from otp import protocol as P
-from otp.runtime import at_process_exit, current
+from otp.runtime import at_process_exit, current, peer_socket
 from otp.terms import Pid, Tcp, TcpClosed
 
 READ_SIZE = 65536
@@ -77,8 +76,7 @@ class Socket:
 
     def _read(self) -> None:
         # Its own ZeroMQ socket to the owner's mailbox: this thread is not an otp process.
-        out = self._node.ctx.socket(zmq.PUSH)
-        out.setsockopt(zmq.LINGER, 1000)
+        out = peer_socket(self._node.ctx, 1000)
         out.connect(P.endpoint(self._node.rundir, self.owner.id))
         try:
             while True:
