@@ -131,6 +131,10 @@ def serve(ctl: socket.socket) -> NoReturn:
     reader = FrameReader()
     node = (node_name, creation, rundir)
     recent_spawns: list[float] = []     # monotonic times of the spawns in the current burst window
+    # A warm process that died unused is replaced at the next spawn, not at once: where warm
+    # processes cannot start (no descriptors left, the run directory gone), the zygote would
+    # otherwise fork them in a loop. Spawns still fork on demand, and fail as processes do.
+    keep_warm = True
 
     def fork_warm() -> None:
         reason_r, reason_w = os.pipe()
@@ -153,6 +157,8 @@ def serve(ctl: socket.socket) -> NoReturn:
         warm.append((os_pid, assign_w))
 
     def spawn(proc_id: int, payload: bytes) -> None:
+        nonlocal keep_warm
+        keep_warm = True
         recent_spawns.append(time.monotonic())
         try:
             if not warm:
@@ -171,6 +177,7 @@ def serve(ctl: socket.socket) -> NoReturn:
         send_frame(ctl, [P.Z_FORKED, proc_id, os_pid])
 
     def reap() -> None:
+        nonlocal keep_warm
         while children:
             try:
                 os_pid, status = os.waitpid(-1, os.WNOHANG)
@@ -183,6 +190,7 @@ def serve(ctl: socket.socket) -> NoReturn:
                 continue
             proc_id, reason_fd = entry
             if proc_id is None:  # a warm process died unused
+                keep_warm = False
                 os.close(reason_fd)
                 try:
                     os.unlink(os.path.join(rundir, warm_mailbox_name(os_pid)))
@@ -231,7 +239,7 @@ def serve(ctl: socket.socket) -> NoReturn:
             horizon = time.monotonic() - BURST_WINDOW
             while recent_spawns and recent_spawns[0] < horizon:
                 recent_spawns.pop(0)
-        wanted = max(WARM_PROCESSES, min(WARM_BURST, len(recent_spawns)))
+        wanted = max(WARM_PROCESSES, min(WARM_BURST, len(recent_spawns))) if keep_warm else 0
         while len(warm) < wanted:
             try:
                 fork_warm()

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 import psutil
 import pytest
@@ -111,6 +112,36 @@ def test_a_process_is_forked_without_the_node_agents_own_modules(node):
     otp.spawn(procs.report_modules, otp.self(), names)
     _, loaded = otp.receive(match=lambda m: m[0] == "modules", timeout=10)
     assert loaded == {"otp.agent": False, "otp.broker_link": False, "argparse": False, "otp.runtime": True}
+
+
+def _warm_processes(node, spawned):
+    """The zygote's children that are no process of the node: those it forked ahead."""
+    known = {otp.os_pid(pid) for pid in spawned}
+    return [child.pid for child in psutil.Process(node.zygote_pid).children() if child.pid not in known]
+
+
+def _until(condition, timeout=10.0):
+    """Poll ``condition`` until it holds (a fork or a reap has no event a test can wait on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_warm_process_that_dies_unused_is_replaced_at_the_next_spawn_not_at_once(node):
+    # Where warm processes cannot start, replacing each at once would fork in a loop.
+    spawned = [otp.spawn(procs.wait_forever)]
+    _until(lambda: _warm_processes(node, spawned))
+    [warm] = _warm_processes(node, spawned)
+    os.kill(warm, signal.SIGKILL)
+    _until(lambda: warm not in _warm_processes(node, spawned))   # reaped
+    time.sleep(0.2)  # nothing is to happen: a replacement would have come at the reap
+    assert _warm_processes(node, spawned) == []
+    pid, ref = otp.spawn_monitor(procs.send_back, otp.self(), "up")
+    assert otp.receive(match=lambda m: m == "up", timeout=10) == "up"
+    assert otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10).reason == "normal"
+    _until(lambda: len(_warm_processes(node, spawned)) == 1)   # kept ahead again
+    otp.exit(spawned[0], "kill")
 
 
 def test_killing_the_embedding_program_ends_every_process_of_its_node():
