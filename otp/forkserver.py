@@ -293,14 +293,16 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     # socket file to the process id's endpoint (peers connect by path, so the socket is theirs).
     warm_path = os.path.join(rundir, warm_mailbox_name(os.getpid()))
     mailbox = runtime.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
+    context = runtime.NodeContext(node_name, creation, rundir, ctx, os.getpid())
+    rt = runtime.Runtime.for_warm(context, mailbox, agent)
+    codec.rehearse()
     assignment = _read_frame(assign_r)
     os.close(assign_r)
     if assignment is None:
         os._exit(0)  # the zygote stopped before it needed us
     proc_id, payload = codec.decode(assignment)
     os.rename(warm_path, os.path.join(rundir, str(proc_id)))
-    context = runtime.NodeContext(node_name, creation, rundir, ctx, os.getpid())
-    reason = runtime.run_spawned(context, proc_id, codec.decode(payload), mailbox, agent)
+    reason = runtime.run_spawned(rt, proc_id, codec.decode(payload))
     sys.stdout.flush()
     sys.stderr.flush()
     data = _encode_reason(reason)

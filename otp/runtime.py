@@ -135,17 +135,17 @@ class Runtime:
     # ----------------------------------------------------------------- creation
 
     @classmethod
-    def for_spawned(cls, node: NodeContext, proc_id: int, spawner_id: int, tag: int,
-                    mailbox: PlainSocket, agent: PlainSocket) -> "Runtime":
-        """The runtime of a process the node spawned, its mailbox bound at its id's endpoint.
+    def for_warm(cls, node: NodeContext, mailbox: PlainSocket, agent: PlainSocket) -> "Runtime":
+        """The runtime of a process forked ahead of its spawn, made while it waits, before its
+        id is known (see ``run_spawned``)."""
+        return cls(node, mailbox, embedded=False, agent=agent)
 
-        It tells its spawner, which waits for that to return the pid, so that the pid can be
-        sent to at once (the agent answers the spawner instead if the process dies first).
-        """
-        rt = cls(node, mailbox, embedded=False, agent=agent)
-        rt._set_id(proc_id)
-        rt._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
-        return rt
+    def _start_spawned(self, proc_id: int, spawner_id: int, tag: int) -> None:
+        """Take the id the spawn gave, the mailbox now bound at its endpoint, and tell the
+        spawner, which waits for that to return the pid, so that the pid can be sent to at once
+        (the agent answers the spawner instead if this process dies first)."""
+        self._set_id(proc_id)
+        self._deliver(spawner_id, P.CONTROL_PREFIX + codec.encode([P.REPLY, tag, proc_id]))
 
     @classmethod
     def attach(cls, node: NodeContext) -> "Runtime":
@@ -896,12 +896,13 @@ def connect_agent(ctx: zmq.backend.Context, rundir: str) -> PlainSocket:
     return sock
 
 
-def run_spawned(node: NodeContext, proc_id: int, spawn_request: list, mailbox: PlainSocket,
-                agent: PlainSocket) -> Any:
-    """Run a spawned process's function in this (new) OS process; return its exit reason."""
+def run_spawned(rt: Runtime, proc_id: int, spawn_request: list) -> Any:
+    """Run a spawned process's function in this (new) OS process, whose runtime ``rt`` was
+    made ahead (``Runtime.for_warm``); return its exit reason."""
     funcref, args_bytes, spawner_id, tag = spawn_request
+    node = rt.node
     set_node(node)
-    rt = Runtime.for_spawned(node, proc_id, spawner_id, tag, mailbox, agent)
+    rt._start_spawned(proc_id, spawner_id, tag)
     rt.initial_call = funcref
     _tls.rt = rt
     try:
