@@ -347,9 +347,12 @@ class Runtime:
         if self._dead_peers:
             self._close_dead_peers()
         # A blocking recv with a receive timeout wakes faster than zmq_poll then recv.
-        timeout_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
-        if timeout_ms == 0 or timeout_ms < -1:
-            return None
+        if deadline is None:
+            timeout_ms = -1
+        else:  # a deadline passed by a millisecond or more must not become ZeroMQ's -1, for ever
+            timeout_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            if timeout_ms <= 0:
+                return None
         if timeout_ms != self._rcvtimeo:
             sock.set(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo = timeout_ms

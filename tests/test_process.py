@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import pytest
 
 import otp
+from otp import runtime
 from tests import procs
 
 pytestmark = pytest.mark.usefixtures("node")
@@ -67,6 +69,13 @@ def test_receive_raises_timeout_when_nothing_matches():
     with pytest.raises(otp.Timeout):
         otp.receive(match=int, timeout=0.05)
     assert otp.receive(timeout=0) == "other"
+
+
+def test_a_wait_whose_deadline_passed_while_the_process_ran_does_not_wait():
+    # A deadline passed by 1 to 2 ms (a process preempted between its receive and its wait)
+    # once rounded to ZeroMQ's -1, a wait for ever.
+    for late in (0.0005, 0.0015, 0.0025):
+        assert runtime.current()._next_frame(time.monotonic() - late) is None
 
 
 def test_send_to_a_dead_pid_is_dropped_silently():
