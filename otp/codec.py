@@ -187,9 +187,9 @@ def decode(data: bytes) -> Any:
 
 def rehearse() -> None:
     """Encode and decode a sample of the frames a process trades. A process forked ahead of
-    its spawn does this while it waits: the first run of this module's code in a new process
-    copies the pages it writes (reference counts, the interpreter's warm-up of the code) and
-    takes the slow paths, and a spawn should not wait for that."""
+    its spawn does this while it waits (``Runtime.rehearse``): the first run of this module's
+    code in a new process copies the pages it writes (reference counts, the interpreter's
+    warm-up of the code) and takes the slow paths, and a spawn should not wait for that."""
     pid, ref = Pid("rehearsal@localhost", 1, 1), Ref("rehearsal@localhost", 1, 1, 1)
     sample = [("$gen_call", (pid, ref), ("ping", 1)), [b"reply", ref, ("ok", None)], Exit(pid, "killed"),
               Down(ref, pid, "normal"), {"k": [1, 2.5, b"v", None, True]}]

@@ -295,7 +295,7 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     mailbox = runtime.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
     context = runtime.NodeContext(node_name, creation, rundir, ctx, os.getpid())
     rt = runtime.Runtime.for_warm(context, mailbox, agent)
-    codec.rehearse()
+    rt.rehearse()
     assignment = _read_frame(assign_r)
     os.close(assign_r)
     if assignment is None:

@@ -140,6 +140,18 @@ class Runtime:
         id is known (see ``run_spawned``)."""
         return cls(node, mailbox, embedded=False, agent=agent)
 
+    def rehearse(self) -> None:
+        """Take the paths of a message's arrival once, on nothing. A process forked ahead of
+        its spawn does this while it waits (as ``codec.rehearse``): the first run of code in a
+        new process copies the pages it writes and takes the interpreter's slow paths, and a
+        spawn should not wait for that. It leaves no trace: the mailbox socket holds nothing
+        yet, and the answer handled is one nobody awaits."""
+        codec.rehearse()
+        self._next_frame(time.monotonic())   # nothing there, and no waiting
+        self._handle(P.CONTROL_PREFIX + codec.encode([P.REPLY, -1, None]))
+        self._mailbox.put(None)
+        self._mailbox.take(as_predicate(lambda msg: msg is None), 0)
+
     def _start_spawned(self, proc_id: int, spawner_id: int, tag: int) -> None:
         """Take the id the spawn gave, the mailbox now bound at its endpoint, and tell the
         spawner, which waits for that to return the pid, so that the pid can be sent to at once
