@@ -25,7 +25,6 @@ import socket
 import threading
 import weakref
 
-
 from otp import codec
 from otp import protocol as P
 from otp.runtime import at_process_exit, current, peer_socket
