@@ -45,21 +45,21 @@ def otp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float
     with CpuMeter() as meter:
         for _ in range(kills):
             time.sleep(rest)
-            seconds, _, os_pid = time_restart(os_pid)
+            seconds, os_pid = time_restart(os_pid)
             times.append(seconds)
     otp.stop(sup, "shutdown")
     return times, meter.cpu, meter.wall
 
 
-def time_restart(victim_os_pid: int) -> tuple[float, otp.Pid, int]:
+def time_restart(victim_os_pid: int) -> tuple[float, int]:
     """SIGKILL a supervised ``procs.Announcer`` by its OS pid; return the seconds until its
-    replacement has announced itself and answered a call, and the replacement's pid and OS pid
-    (which it announces, so that the loop asks the node nothing between kills)."""
+    replacement has announced itself and answered a call, and the replacement's OS pid (which
+    it announces, so that the loop asks the node nothing between kills)."""
     start = time.perf_counter()
     os.kill(victim_os_pid, signal.SIGKILL)
     _, fresh, fresh_os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
     otp.call(fresh, ("ping", 1))
-    return time.perf_counter() - start, fresh, fresh_os_pid
+    return time.perf_counter() - start, fresh_os_pid
 
 
 def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:

@@ -362,12 +362,13 @@ class Agent:
             self._finalize(proc, ("spawn_failed", error))
 
     def _announce_spawned(self, proc: Proc) -> None:
-        """Answer the spawner with the pid of a process that died (or was never forked).
+        """Answer the spawner with the pid of a process that died without writing its exit
+        reason (or was never forked).
 
         A process answers its spawner itself once its mailbox is bound, and that answer is
-        usually long there; but one that dies at once (``os._exit``) may take it down unsent.
-        The spawner takes the first answer and drops the other (its tag is never used again),
-        so a spawn always returns, even a dead process's pid.
+        usually long there; but one that dies abruptly (``os._exit``, a signal) may take it down
+        unsent. The spawner takes the first answer and drops the other (its tag is never used
+        again), so a spawn always returns, even a dead process's pid.
         """
         if proc.spawner is not None:
             self._reply(*proc.spawner, proc.id)
@@ -385,7 +386,8 @@ class Agent:
                 log.warning("process %d reported a malformed exit reason: %s", proc_id, exc)
         if reason is None:
             reason = proc.kill_reason if proc.kill_reason is not None else reason_from_wait_status(status)
-        self._announce_spawned(proc)
+        if not reason_bytes:  # one that wrote its reason ran to its end: its own answer went out
+            self._announce_spawned(proc)
         self._finalize(proc, reason)
 
     def on_attach(self, _sender: int, tag: int, token: str, os_pid: int) -> None:

@@ -294,7 +294,7 @@ def _warm_child(zygote_pid: int, reason_w: int, assign_r: int, node: tuple[str, 
     warm_path = os.path.join(rundir, warm_mailbox_name(os.getpid()))
     mailbox = runtime.bind_mailbox(ctx, rundir, warm_mailbox_name(os.getpid()))
     context = runtime.NodeContext(node_name, creation, rundir, ctx, os.getpid())
-    rt = runtime.Runtime.for_warm(context, mailbox, agent)
+    rt = runtime.Runtime(context, mailbox, embedded=False, agent=agent)
     rt.rehearse()
     assignment = _read_frame(assign_r)
     os.close(assign_r)

@@ -134,12 +134,6 @@ class Runtime:
 
     # ----------------------------------------------------------------- creation
 
-    @classmethod
-    def for_warm(cls, node: NodeContext, mailbox: PlainSocket, agent: PlainSocket) -> "Runtime":
-        """The runtime of a process forked ahead of its spawn, made while it waits, before its
-        id is known (see ``run_spawned``)."""
-        return cls(node, mailbox, embedded=False, agent=agent)
-
     def rehearse(self) -> None:
         """Take the paths of a message's arrival once, on nothing. A process forked ahead of
         its spawn does this while it waits (as ``codec.rehearse``): the first run of code in a
@@ -913,7 +907,7 @@ def connect_agent(ctx: zmq.backend.Context, rundir: str) -> PlainSocket:
 
 def run_spawned(rt: Runtime, proc_id: int, spawn_request: list) -> Any:
     """Run a spawned process's function in this (new) OS process, whose runtime ``rt`` was
-    made ahead (``Runtime.for_warm``); return its exit reason."""
+    made while it waited for its spawn, before its id was known; return its exit reason."""
     funcref, args_bytes, spawner_id, tag = spawn_request
     node = rt.node
     set_node(node)

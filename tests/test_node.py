@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 
 import psutil
 import pytest
@@ -18,6 +17,7 @@ import zmq
 import otp
 from otp import codec, protocol, runtime
 from otp.local_node import RUNDIR_PREFIX, remove_stale_rundirs, rundir_base
+from otp.pytest_plugin import wait_for
 from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,34 +114,30 @@ def test_a_process_is_forked_without_the_node_agents_own_modules(node):
     assert loaded == {"otp.agent": False, "otp.broker_link": False, "argparse": False, "otp.runtime": True}
 
 
-def _warm_processes(node, spawned):
-    """The zygote's children that are no process of the node: those it forked ahead."""
-    known = {otp.os_pid(pid) for pid in spawned}
-    return [child.pid for child in psutil.Process(node.zygote_pid).children() if child.pid not in known]
-
-
-def _until(condition, timeout=10.0):
-    """Poll ``condition`` until it holds (a fork or a reap has no event a test can wait on)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+def _zygote_children(node):
+    """The OS pids of the zygote's children (asking the agent for the node's processes first
+    paces a wait on them)."""
+    otp.processes()
+    return [child.pid for child in psutil.Process(node.zygote_pid).children()]
 
 
 def test_a_warm_process_that_dies_unused_is_replaced_at_the_next_spawn_not_at_once(node):
     # Where warm processes cannot start, replacing each at once would fork in a loop.
-    spawned = [otp.spawn(procs.wait_forever)]
-    _until(lambda: _warm_processes(node, spawned))
-    [warm] = _warm_processes(node, spawned)
+    keeper = otp.spawn(procs.wait_forever)   # the node's one spawn so far: one warm process after it
+    keeper_os_pid = otp.os_pid(keeper)
+    [warm] = wait_for(lambda: [p for p in _zygote_children(node) if p != keeper_os_pid], what="a warm process")
     os.kill(warm, signal.SIGKILL)
-    _until(lambda: warm not in _warm_processes(node, spawned))   # reaped
-    time.sleep(0.2)  # nothing is to happen: a replacement would have come at the reap
-    assert _warm_processes(node, spawned) == []
+    wait_for(lambda: warm not in _zygote_children(node), what="the killed warm process reaped")
+    # The zygote reports the next death once it is done with that one: the Down of a process
+    # that returns comes from the zygote's report (the kernel's word serves only killed ones).
+    ref = otp.monitor(keeper)
+    otp.send(keeper, "return")
+    assert otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10).reason == "normal"
+    assert _zygote_children(node) == []   # no replacement came
     pid, ref = otp.spawn_monitor(procs.send_back, otp.self(), "up")
     assert otp.receive(match=lambda m: m == "up", timeout=10) == "up"
     assert otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10).reason == "normal"
-    _until(lambda: len(_warm_processes(node, spawned)) == 1)   # kept ahead again
-    otp.exit(spawned[0], "kill")
+    wait_for(lambda: _zygote_children(node), what="a warm process kept ahead again after a spawn")
 
 
 def test_killing_the_embedding_program_ends_every_process_of_its_node():
