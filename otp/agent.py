@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ ZYGOTE_STOP_TIMEOUT = 2.0
 DRAIN_BATCH = 1000
 """Frames the agent takes from one source before it looks at the others (a flood of traffic
 must not starve the heartbeats)."""
+MAX_WARM_FDS = 64
+"""Descriptors taken from the zygote's socket at a time (each Z_WARM frame carries one)."""
 
 
 @dataclass(eq=False)
@@ -94,6 +97,14 @@ class Agent:
         # Frames to the zygote wait here while its socket is full: the zygote may itself be
         # blocked sending to us, and the two must never both wait.
         self.zygote_out = bytearray()
+        self.zygote_fds: deque[int] = deque()   # received with Z_WARM frames not yet decoded
+        # Warm processes (os pid, assignment pipe), and spawns waiting for one; the assignments
+        # a pipe has not taken whole yet; the os pids of the processes assigned.
+        self.warm: deque[tuple[int, int]] = deque()
+        self.unassigned: deque[tuple[int, bytes]] = deque()
+        self.assigning: dict[int, memoryview] = {}
+        self.os_pids: dict[int, int] = {}
+        self.poller = zmq.Poller()
         self.stopping = False
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -122,7 +133,7 @@ class Agent:
     # ----------------------------------------------------------------- loop
 
     def run(self) -> None:
-        poller = zmq.Poller()
+        poller = self.poller
         poller.register(self.inbox, zmq.POLLIN)
         zygote_fd = self.zygote.fileno()
         poller.register(zygote_fd, zmq.POLLIN)
@@ -146,6 +157,9 @@ class Agent:
                 self._drain_inbox(handlers)
             if events.get(zygote_fd, 0) & zmq.POLLOUT:
                 self._flush_zygote()
+            if self.assigning:
+                for fd in [fd for fd in self.assigning if fd in events]:
+                    self._write_assignment(fd)
             if deaths_fd in events:
                 self._on_deaths()
             if events.get(zygote_fd, 0) & zmq.POLLIN:
@@ -213,9 +227,10 @@ class Agent:
 
     def _on_zygote(self) -> None:
         try:
-            data = self.zygote.recv(1 << 20)
+            data, fds, _, _ = socket.recv_fds(self.zygote, 1 << 20, MAX_WARM_FDS)
         except ConnectionError:
-            data = b""
+            data, fds = b"", []
+        self.zygote_fds.extend(fds)
         if not data:
             if not self.stopping:
                 log.error("the fork server of node %s died: stopping the node", self.name)
@@ -227,12 +242,13 @@ class Agent:
             # the news of its death.
             self._drain_inbox(self.handlers)
         for op, *args in frames:
-            if op == P.Z_FORKED:
-                self.on_forked(*args)
+            if op == P.Z_WARM:
+                self.on_warm(args[0], self.zygote_fds.popleft())
             elif op == P.Z_EXITED:
-                self.on_exited(*args)
-            elif op == P.Z_FORK_FAILED:
-                self.on_fork_failed(*args)
+                self._on_zygote_exited(*args)
+            elif op == P.Z_FORK_FAILED and self.unassigned:
+                proc_id, _ = self.unassigned.popleft()
+                self.on_fork_failed(proc_id, *args)
 
     def _on_deaths(self) -> None:
         """Processes the kernel says have died: one killed by a signal is done with now, as
@@ -316,9 +332,71 @@ class Agent:
         if monitor_ref is not None:
             proc.monitored_by[monitor_ref] = (sender, self.pid(proc_id))
             spawner.monitoring[monitor_ref] = proc_id
-        payload = codec.encode([funcref, args_bytes, sender, tag])
-        self._to_zygote([P.Z_SPAWN, proc_id, payload])
+        data = forkserver.assignment(proc_id, codec.encode([funcref, args_bytes, sender, tag]))
+        os_pid = self._assign(proc, data)
+        if os_pid is None:
+            self.unassigned.append((proc_id, data))
+        self._to_zygote([P.Z_TAKEN, os_pid, len(self.unassigned)])
         return proc
+
+    def on_warm(self, os_pid: int, fd: int) -> None:
+        """The zygote forked a warm process: it takes the oldest spawn waiting, or waits."""
+        os.set_blocking(fd, False)
+        self.warm.append((os_pid, fd))
+        while self.unassigned and self.warm:
+            proc_id, data = self.unassigned.popleft()
+            proc = self.procs.get(proc_id)
+            if proc is None:
+                continue
+            taker = self._assign(proc, data)
+            if taker is None:  # it died while warm
+                self.unassigned.appendleft((proc_id, data))
+                return
+            self._to_zygote([P.Z_TAKEN, taker, len(self.unassigned)])
+
+    def _assign(self, proc: Proc, data: bytes) -> int | None:
+        """Give the spawn to the oldest warm process alive; its os pid, None if there is none."""
+        while self.warm:
+            os_pid, fd = self.warm.popleft()
+            view = memoryview(data)
+            try:
+                view = view[forkserver.write_assignment(fd, view):]
+            except OSError:  # it died while warm: the zygote reports it
+                os.close(fd)
+                continue
+            if view:  # a large spawn: the rest as the pipe takes it
+                self.assigning[fd] = view
+                self.poller.register(fd, zmq.POLLOUT)
+            else:
+                os.close(fd)
+            self.os_pids[os_pid] = proc.id
+            self.on_forked(proc.id, os_pid)
+            return os_pid
+        return None
+
+    def _write_assignment(self, fd: int) -> None:
+        view = self.assigning[fd]
+        try:
+            view = view[forkserver.write_assignment(fd, view):]
+        except OSError:  # the process died: the zygote reports it
+            view = view[:0]
+        if view:
+            self.assigning[fd] = view
+            return
+        del self.assigning[fd]
+        self.poller.unregister(fd)
+        os.close(fd)
+
+    def _on_zygote_exited(self, os_pid: int, status: int, reason_bytes: bytes) -> None:
+        proc_id = self.os_pids.pop(os_pid, None)
+        if proc_id is not None:
+            self.on_exited(proc_id, os_pid, status, reason_bytes)
+            return
+        for i, (warm_pid, fd) in enumerate(self.warm):
+            if warm_pid == os_pid:  # a warm process died unused
+                del self.warm[i]
+                os.close(fd)
+                return
 
     def on_spare(self, sender: int, key: Ref, funcref: list, args_bytes: bytes) -> None:
         """A spawn kept ahead (``Runtime.keep_spare``): linked to its spawner, and monitoring
@@ -343,6 +421,7 @@ class Agent:
             self.on_monitor(sender, monitor_ref, spare_id)
 
     def on_forked(self, proc_id: int, os_pid: int) -> None:
+        """The process has its OS process (a warm one, assigned)."""
         proc = self.procs.get(proc_id)
         if proc is None:
             return

@@ -1,13 +1,17 @@
 """The preloaded fork server (zygote) of a node: a spawn costs a fork, not an interpreter start.
 
 The node's first process (``otp.boot``) forks it before it becomes the agent and makes any
-ZeroMQ context or thread, so it holds neither (DESIGN section 6). It forks one child per spawn
-request, reaps every child, and reports each death to the agent with the exit reason the child
-wrote into its private pipe just before exiting; a child that wrote none died at the hands of
-the OS (SIGKILL, a segfault, ``os._exit``), and its wait status tells how.
+ZeroMQ context or thread, so it holds neither (DESIGN section 6). It forks one child per spawn,
+ahead of need (a *warm* process), reaps every child, and reports each death to the agent with
+the exit reason the child wrote into its private pipe just before exiting; a child that wrote
+none died at the hands of the OS (SIGKILL, a segfault, ``os._exit``), and its wait status
+tells how.
+
+It hands each warm process's assignment pipe to the agent, which gives the process its work
+(``assignment``, ``write_assignment``) without waking the zygote: a spawn takes one hop, not two.
 
 Its control channel is a unix stream socket pair with the agent: 4-byte big-endian length,
-then a codec list (``protocol.Z_*``).
+then a codec list (``protocol.Z_*``); a ``Z_WARM`` frame carries a descriptor (``SCM_RIGHTS``).
 """
 from __future__ import annotations
 
@@ -54,9 +58,21 @@ def frame(obj: Any) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
-def send_frame(sock: socket.socket, obj: Any) -> None:
-    """Send one frame, waiting while the socket is full."""
-    sock.sendall(frame(obj))
+def send_frame(sock: socket.socket, obj: Any, fd: int | None = None) -> None:
+    """Send one frame, waiting while the socket is full; ``fd``, a descriptor, goes with it."""
+    data = frame(obj)
+    if fd is None:
+        sock.sendall(data)
+        return
+    sent = socket.send_fds(sock, [data], [fd])
+    if sent < len(data):  # interrupted part way: the descriptor went with the first byte
+        sock.sendall(data[sent:])
+
+
+def assignment(proc_id: int, payload: bytes) -> bytes:
+    """The bytes that give a warm process its process id and spawn request."""
+    data = codec.encode([proc_id, payload])
+    return _LENGTH.pack(len(data)) + data
 
 
 class FrameReader:
@@ -100,6 +116,12 @@ def serve(ctl: socket.socket) -> NoReturn:
     the agent, and now waits on a pipe for its process id and function. The zygote then forks
     the next warm process while the new one runs, so a spawn pays neither the fork nor the
     ZeroMQ set-up.
+
+    The zygote sends each warm process's assignment pipe to the agent (``Z_WARM``), which
+    writes the assignment itself and then tells the zygote (``Z_TAKEN``), so that the zygote
+    forks the next one off the spawn's path. Each ``Z_TAKEN`` also says how many spawns wait
+    in the agent for a warm process; for each that cannot be forked, the agent hears why
+    (``Z_FORK_FAILED``) and fails the oldest.
     """
     die_with_parent()
     zygote_pid = os.getpid()
@@ -126,8 +148,9 @@ def serve(ctl: socket.socket) -> NoReturn:
     # Hand the heap's free pages back: every page the zygote maps, each fork copies an entry
     # for and each death of a process unmaps (1.8 MB of 15 here).
     _libc.malloc_trim(0)
-    children: dict[int, list] = {}      # os pid -> [process id or None while warm, reason pipe]
-    warm: list[tuple[int, int]] = []    # (os pid, assignment pipe write end), oldest first
+    children: dict[int, int] = {}       # os pid -> its exit reason pipe
+    warm: set[int] = set()              # os pids of the warm processes not yet taken
+    waiting = 0                         # spawns waiting in the agent for a warm process
     reader = FrameReader()
     node = (node_name, creation, rundir)
     recent_spawns: list[float] = []     # monotonic times of the spawns in the current burst window
@@ -153,28 +176,18 @@ def serve(ctl: socket.socket) -> NoReturn:
         os.close(reason_w)
         os.close(assign_r)
         os.set_blocking(reason_r, False)
-        children[os_pid] = [None, reason_r]
-        warm.append((os_pid, assign_w))
-
-    def spawn(proc_id: int, payload: bytes) -> None:
-        nonlocal keep_warm
-        keep_warm = True
-        recent_spawns.append(time.monotonic())
-        try:
-            if not warm:
-                fork_warm()
-        except OSError as exc:
-            send_frame(ctl, [P.Z_FORK_FAILED, proc_id, str(exc)])
-            return
-        os_pid, assign_w = warm.pop(0)
-        children[os_pid][0] = proc_id
-        assignment = codec.encode([proc_id, payload])
-        try:
-            os.write(assign_w, _LENGTH.pack(len(assignment)) + assignment)
-        except OSError:
-            pass  # it died while warm: its death is reported as this process's
+        children[os_pid] = reason_r
+        warm.add(os_pid)
+        send_frame(ctl, [P.Z_WARM, os_pid], assign_w)
         os.close(assign_w)
-        send_frame(ctl, [P.Z_FORKED, proc_id, os_pid])
+
+    def taken(os_pid: int | None, spawns_waiting: int) -> None:
+        nonlocal keep_warm, waiting
+        keep_warm = True
+        waiting = spawns_waiting
+        if os_pid is not None:
+            warm.discard(os_pid)
+            recent_spawns.append(time.monotonic())
 
     def reap() -> None:
         nonlocal keep_warm
@@ -185,24 +198,17 @@ def serve(ctl: socket.socket) -> NoReturn:
                 return
             if os_pid == 0:
                 return
-            entry = children.pop(os_pid, None)
-            if entry is None:
+            reason_fd = children.pop(os_pid, None)
+            if reason_fd is None:
                 continue
-            proc_id, reason_fd = entry
-            if proc_id is None:  # a warm process died unused
+            if os_pid in warm:  # it died unused (or the agent's Z_TAKEN is on its way)
+                warm.discard(os_pid)
                 keep_warm = False
-                os.close(reason_fd)
                 try:
                     os.unlink(os.path.join(rundir, warm_mailbox_name(os_pid)))
                 except FileNotFoundError:
                     pass
-                for i, (warm_pid, assign_w) in enumerate(warm):
-                    if warm_pid == os_pid:
-                        os.close(assign_w)
-                        del warm[i]
-                        break
-                continue
-            send_frame(ctl, [P.Z_EXITED, proc_id, os_pid, status, _read_reason(reason_fd)])
+            send_frame(ctl, [P.Z_EXITED, os_pid, status, _read_reason(reason_fd)])
 
     def stop() -> NoReturn:
         for os_pid in children:
@@ -218,7 +224,29 @@ def serve(ctl: socket.socket) -> NoReturn:
             children.pop(os_pid, None)
         os._exit(0)
 
+    def refill() -> None:
+        """Keep warm processes ahead: one, more in a burst, and one for each spawn waiting."""
+        nonlocal waiting
+        if recent_spawns:
+            horizon = time.monotonic() - BURST_WINDOW
+            while recent_spawns and recent_spawns[0] < horizon:
+                recent_spawns.pop(0)
+        wanted = max(WARM_PROCESSES, min(WARM_BURST, len(recent_spawns))) if keep_warm else 0
+        wanted += waiting
+        while len(warm) < wanted:
+            try:
+                fork_warm()
+            except OSError as exc:
+                if len(warm) < waiting:  # a spawn waits for it: it fails, as a process would
+                    send_frame(ctl, [P.Z_FORK_FAILED, str(exc)])
+                    waiting -= 1
+                    wanted -= 1
+                    continue
+                sys.stderr.write(f"otp zygote: cannot fork a warm process: {exc}\n")
+                break
+
     while True:
+        refill()
         try:
             readable, _, _ = select.select([ctl, wake_r], [], [])
         except InterruptedError:
@@ -231,21 +259,10 @@ def serve(ctl: socket.socket) -> NoReturn:
             if not data:
                 stop()  # the agent is gone
             for op, *args in reader.feed(data):
-                if op == P.Z_SPAWN:
-                    spawn(*args)
+                if op == P.Z_TAKEN:
+                    taken(*args)
                 elif op == P.Z_STOP:
                     stop()
-        if recent_spawns:
-            horizon = time.monotonic() - BURST_WINDOW
-            while recent_spawns and recent_spawns[0] < horizon:
-                recent_spawns.pop(0)
-        wanted = max(WARM_PROCESSES, min(WARM_BURST, len(recent_spawns))) if keep_warm else 0
-        while len(warm) < wanted:
-            try:
-                fork_warm()
-            except OSError as exc:
-                sys.stderr.write(f"otp zygote: cannot fork a warm process: {exc}\n")
-                break
 
 
 def _read_reason(fd: int) -> bytes:
@@ -265,6 +282,15 @@ def _read_reason(fd: int) -> bytes:
     if len(data) < 4 or _LENGTH.unpack_from(data)[0] != len(data) - 4:
         return b""
     return data[4:]
+
+
+def write_assignment(fd: int, data: memoryview) -> int:
+    """Write what a warm process's assignment pipe (non-blocking) takes now of ``data``; the
+    count written. Raises ``OSError`` if the process is gone."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
 
 
 def warm_mailbox_name(os_pid: int) -> str:

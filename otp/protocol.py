@@ -56,11 +56,11 @@ INFO = "info"            # [INFO, tag, reply_to]: answer {"mailbox": n} at tag
 
 # zygote <-> agent, length-prefixed codec lists over a unix stream socket
 Z_START = "start"        # agent -> zygote, first: node name, creation, run directory, modules to preload
-Z_SPAWN = "spawn"        # agent -> zygote: id, spawn payload bytes
+Z_WARM = "warm"          # zygote -> agent: os_pid, with the write end of its assignment pipe
+Z_TAKEN = "taken"        # agent -> zygote: os_pid of the warm process assigned (None: none was left), spawns waiting
 Z_STOP = "stop"          # agent -> zygote: kill every child and exit
-Z_FORKED = "forked"      # zygote -> agent: id, os_pid
-Z_FORK_FAILED = "fork_failed"  # zygote -> agent: id, error text
-Z_EXITED = "exited"      # zygote -> agent: id, os_pid, wait status, reason bytes (b"" if none)
+Z_FORK_FAILED = "fork_failed"  # zygote -> agent: error text (a needed process could not be forked)
+Z_EXITED = "exited"      # zygote -> agent: os_pid, wait status, reason bytes (b"" if none)
 
 REGISTRY_GENERATION = "registry.gen"
 """A file in the run directory holding a 64-bit counter the agent bumps at every change of the

@@ -44,6 +44,18 @@ def test_spawn_returns_a_pid_that_receives_at_once():
     otp.send(pid, "stop")
 
 
+def test_spawn_arguments_larger_than_a_pipe_holds_arrive_whole():
+    # The agent hands a spawn to its warm process through a pipe (64 KiB): the rest of a large
+    # one follows as the process reads, and the agent serves others meanwhile.
+    blob = os.urandom(3 * 1024 * 1024)
+    first = otp.spawn(procs.send_back, otp.self(), ("first", blob))
+    second = otp.spawn(procs.send_back, otp.self(), ("second", 1))
+    got = {otp.receive(timeout=20)[0] for _ in range(2)}
+    assert got == {"first", "second"} and first != second
+    otp.spawn(procs.send_back, otp.self(), blob)
+    assert otp.receive(timeout=20) == blob
+
+
 def test_messages_from_one_process_arrive_in_the_order_sent():
     otp.spawn(procs.send_numbers, otp.self(), 2000)
     got = []
