@@ -447,10 +447,17 @@ class Agent:
         A process answers its spawner itself once its mailbox is bound, and that answer is
         usually long there; but one that dies abruptly (``os._exit``, a signal) may take it down
         unsent. The spawner takes the first answer and drops the other (its tag is never used
-        again), so a spawn always returns, even a dead process's pid.
+        again), so a spawn always returns, even a dead process's pid. A spawner that names the
+        process to the agent has its pid (``_spawn_answered``): it is not answered again.
         """
         if proc.spawner is not None:
             self._reply(*proc.spawner, proc.id)
+            proc.spawner = None
+
+    @staticmethod
+    def _spawn_answered(proc: Proc | None, sender: int) -> None:
+        """``sender`` named ``proc`` in a request: if it spawned it, it has had its answer."""
+        if proc is not None and proc.spawner is not None and proc.spawner[0] == sender:
             proc.spawner = None
 
     def on_exited(self, proc_id: int, os_pid: int, status: int, reason_bytes: bytes) -> None:
@@ -629,6 +636,9 @@ class Agent:
         proc = self.procs.get(sender)
         if proc is None:
             return
+        target = proc.monitoring.get(ref)
+        if type(target) is int:  # the monitor of a spawn_monitor or a start: the spawn returned
+            self._spawn_answered(self.procs.get(target), sender)
         self._drop_monitor(proc, ref)
         self._send(proc, P.CONTROL_PREFIX, [P.DEMONITOR, ref])
 
@@ -704,8 +714,9 @@ class Agent:
 
     # ----------------------------------------------------------------- introspection
 
-    def on_set_info(self, _sender: int, target_id: int, info: dict) -> None:
+    def on_set_info(self, sender: int, target_id: int, info: dict) -> None:
         proc = self.procs.get(target_id)
+        self._spawn_answered(proc, sender)
         if proc is not None and type(info) is dict:
             proc.info.update(info)
 
