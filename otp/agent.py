@@ -40,6 +40,7 @@ log = logging.getLogger("otp.agent")
 # The sugar layer's checks cost more than the call itself.
 _send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)  # IntFlag operators run in Python
 ZYGOTE_STOP_TIMEOUT = 2.0
 DRAIN_BATCH = 1000
 """Frames the agent takes from one source before it looks at the others (a flood of traffic
@@ -137,7 +138,7 @@ class Agent:
         poller.register(self.inbox, zmq.POLLIN)
         zygote_fd = self.zygote.fileno()
         poller.register(zygote_fd, zmq.POLLIN)
-        zygote_flags = zmq.POLLIN
+        zygote_flags = _POLLIN
         poller.register(self.parent_fd, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         deaths_fd = self.deaths.fileno()
@@ -149,20 +150,20 @@ class Agent:
         handlers = self.handlers
         while not self.stopping:
             timeout = None if link is None else max(1, int(link.tick * 250))
-            if zygote_flags != (zmq.POLLIN | zmq.POLLOUT if self.zygote_out else zmq.POLLIN):
-                zygote_flags ^= zmq.POLLOUT
+            if zygote_flags != (_POLLIN | _POLLOUT if self.zygote_out else _POLLIN):
+                zygote_flags ^= _POLLOUT
                 poller.register(zygote_fd, zygote_flags)
             events = dict(poller.poll(timeout))
             if self.inbox in events:
                 self._drain_inbox(handlers)
-            if events.get(zygote_fd, 0) & zmq.POLLOUT:
+            if events.get(zygote_fd, 0) & _POLLOUT:
                 self._flush_zygote()
             if self.assigning:
                 for fd in [fd for fd in self.assigning if fd in events]:
                     self._write_assignment(fd)
             if deaths_fd in events:
                 self._on_deaths()
-            if events.get(zygote_fd, 0) & zmq.POLLIN:
+            if events.get(zygote_fd, 0) & _POLLIN:
                 self._on_zygote()
             if self.wake_r in events:
                 os.read(self.wake_r, 4096)

@@ -53,6 +53,7 @@ PROBE_TIMEOUT = 1.0
 """When a connection closes, nodes that do not answer a ping within this are declared down."""
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # IntFlag operators run in Python
 
 
 @dataclass(eq=False)
@@ -233,7 +234,7 @@ class Broker:
     def _drain(self, router: zmq.Socket) -> None:
         recv, get = zmq.backend.Socket.recv, zmq.backend.Socket.get   # cheaper than the sugar layer
         for _ in range(1000):  # then let the timers and the other sockets run
-            if not get(router, zmq.EVENTS) & zmq.POLLIN:   # cheaper than a zmq.Again
+            if not get(router, _EVENTS) & _POLLIN:   # cheaper than a zmq.Again
                 return
             # Parts as bytes (cheaper than Frames), but for a node's ops, whose Frame carries
             # the key (User-Id) the hello is checked against.

@@ -23,6 +23,7 @@ JOIN_TIMEOUT = 10.0
 """Seconds a node waits for the broker's welcome before it gives up starting."""
 # The sugar layer's checks cost more than the call itself.
 _send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # IntFlag operators run in Python
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
@@ -111,7 +112,7 @@ class BrokerLink:
     def receive(self) -> list | None:
         """The next frame from the broker (its parts as bytes), or None if none waits."""
         sock = self.sock
-        if not _get(sock, zmq.EVENTS) & zmq.POLLIN:   # cheaper than a zmq.Again
+        if not _get(sock, _EVENTS) & _POLLIN:   # cheaper than a zmq.Again
             return None
         parts = [_recv(sock, 0)]
         while _get(sock, zmq.RCVMORE):

@@ -34,7 +34,8 @@ if zmq.zmq_version_info() < (4, 3, 5):  # pragma: no cover - pyzmq wheels bundle
     raise ImportError(f"otp needs libzmq >= 4.3.5, found {zmq.zmq_version()}")
 
 log = logging.getLogger(__name__)
-_EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.NOBLOCK
+# Plain ints: pyzmq's constants are IntFlag members, whose operators run in Python (2.7 us a test).
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 # The sugar layer's checks cost more than the call itself.
 _send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 _RUNTIME = P.RUNTIME
