@@ -244,7 +244,10 @@ class Agent:
             self._drain_inbox(self.handlers)
         for op, *args in frames:
             if op == P.Z_WARM:
-                self.on_warm(args[0], self.zygote_fds.popleft())
+                if self.zygote_fds:
+                    self.on_warm(args[0], self.zygote_fds.popleft())
+                else:  # never seen: its pipe lost, the process waits until the node stops
+                    log.error("node %s: warm process %d came without its pipe", self.name, args[0])
             elif op == P.Z_EXITED:
                 self._on_zygote_exited(*args)
             elif op == P.Z_FORK_FAILED and self.unassigned:
