@@ -102,6 +102,12 @@ def spawn_linked_child(parent, func_name, *args):
         otp.send(parent, ("middle got", msg))
 
 
+def spawn_many(parent, tag, count):
+    """Spawn count processes back to back, each of which sends parent (tag, i)."""
+    for i in range(count):
+        otp.spawn(send_back, parent, (tag, i))
+
+
 def spawn_tree(parent, depth):
     """Spawn a chain of linked processes depth deep, report every OS pid, then wait."""
     otp.send(parent, ("os_pid", os.getpid()))

@@ -56,6 +56,15 @@ def test_spawn_arguments_larger_than_a_pipe_holds_arrive_whole():
     assert otp.receive(timeout=20) == blob
 
 
+def test_spawns_that_outrun_the_warm_processes_all_start():
+    # 12 processes spawning 6 each at once: more spawns than warm processes kept ahead, so
+    # most wait in the agent for the zygote's next fork, and are served in turn.
+    for tag in range(12):
+        otp.spawn(procs.spawn_many, otp.self(), tag, 6)
+    got = {otp.receive(timeout=30) for _ in range(72)}
+    assert got == {(tag, i) for tag in range(12) for i in range(6)}
+
+
 def test_messages_from_one_process_arrive_in_the_order_sent():
     otp.spawn(procs.send_numbers, otp.self(), 2000)
     got = []
