@@ -496,6 +496,11 @@ class Agent:
         if self.procs.pop(proc.id, None) is None:
             return
         self.deaths.discard(proc.id)
+        for name in {proc.endpoint, str(proc.id)}:  # first: its peers tell its death by this
+            try:
+                os.unlink(os.path.join(self.rundir, name))
+            except FileNotFoundError:
+                pass
         if proc.name is not None:
             self.names.pop(proc.name, None)
             self.registry_generation.bump()
@@ -540,11 +545,6 @@ class Agent:
                 del self.held_locks[resource]
         if proc.sock is not None:
             proc.sock.close(linger=0)
-        for name in {proc.endpoint, str(proc.id)}:
-            try:
-                os.unlink(os.path.join(self.rundir, name))
-            except FileNotFoundError:
-                pass
 
     def _exit_signal(self, target: Proc, sender: Pid, reason: Any, via_link: bool) -> None:
         effect, death_reason = exit_signal_effect(reason, target.trap_exit, via_link)

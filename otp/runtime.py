@@ -400,6 +400,8 @@ class Runtime:
                 self._handle(frame)
         for sig in signals:
             if type(sig) is Down:
+                if type(sig.pid) is Pid and self.node.is_local(sig.pid):
+                    self._forget_dead_peer(sig.pid.id)   # a Down is the news of a death
                 server = self._watched_by_ref.pop(sig.ref, None)
                 if server is not None:
                     self._call_watches.pop(server, None)
@@ -410,7 +412,11 @@ class Runtime:
                     continue
                 if sig.ref in self._cancelled_monitors:
                     continue
-            if type(sig) in (Down, Exit) and type(sig.pid) is Pid and self.node.is_local(sig.pid):
+            elif (type(sig) is Exit and type(sig.pid) is Pid and self.node.is_local(sig.pid)
+                  and not self._mailbox_exists(sig.pid.id)):
+                # An exit signal comes from a death, or from a live process's otp.exit: the
+                # socket to a live one is kept, or what was sent to it could be lost or overtaken
+                # (the agent removes a dead process's mailbox before it signals the death).
                 self._forget_dead_peer(sig.pid.id)
             self._mailbox.put(sig)
 

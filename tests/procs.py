@@ -84,6 +84,17 @@ def trap_and_forward(parent):
         otp.send(parent, ("got", otp.receive()))
 
 
+def trap_then_stream(parent, count, size):
+    """Trap exits, send parent count numbered chunks of size bytes, take the exit signal
+    parent sends meanwhile, then tell parent it is done."""
+    otp.trap_exit(True)
+    chunk = b"x" * size
+    for i in range(count):
+        otp.send(parent, ("chunk", i, chunk))
+    signal = otp.receive(timeout=30)
+    otp.send(parent, ("done", signal))
+
+
 def link_then_wait(parent, target):
     """Link to target, tell parent, then wait; tell parent if we survive target's exit."""
     otp.link(target)

@@ -7,6 +7,7 @@ import signal
 import pytest
 
 import otp
+from otp.pytest_plugin import wait_for
 from tests import procs as tests_procs
 from tests.servers import BadTerminate, Echo, InitStops
 from workers import kv_store
@@ -252,3 +253,26 @@ def test_kv_store_from_the_article():
     assert kv_store.get(("tuple", "key")) == [1, 2]
     assert kv_store.get("missing") is None
     assert kv_store.size() == 2
+
+
+def test_a_caller_lets_go_of_its_sockets_to_servers_that_died():
+    # A caller watches each server it calls; once that server is dead its socket to it goes
+    # too, or a caller of many short-lived servers would keep one (and its reconnection
+    # attempts) for each.
+    def open_fds_after_a_wait():
+        try:
+            otp.receive(timeout=0.05)   # a wait: the sockets to the dead are closed then
+        except otp.Timeout:
+            pass
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds_after_a_wait()
+    servers = [Echo.start() for _ in range(20)]
+    for server in servers:
+        assert otp.call(server, ("echo", 1)) == 1
+    assert open_fds_after_a_wait() >= before + 40   # a socket and its connection to each
+    for server in servers:
+        otp.exit(server, "kill")
+    for server in servers:   # no monitor and no call: only the call's watch tells the caller
+        wait_for(lambda: not otp.is_alive(server), what="the kill")
+    wait_for(lambda: open_fds_after_a_wait() <= before + 5, what="the sockets to the dead servers closed")

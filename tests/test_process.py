@@ -389,3 +389,14 @@ def test_hundreds_of_processes_killed_at_once_all_report_their_death():
         assert down.reason == "killed"
         del refs[down.ref]
     assert not any(otp.is_alive(pid) for pid in pids)
+
+
+def test_an_exit_signal_from_a_live_process_loses_none_of_what_was_sent_to_it():
+    # A trapped exit signal need not mean its sender died (otp.exit from a live process): the
+    # receiver must not drop what it queued for that sender, nor let later frames overtake it.
+    streamer = otp.spawn(procs.trap_then_stream, otp.self(), 3000, 20_000)
+    assert tagged("chunk")[1] == 0
+    otp.exit(streamer, "hello")
+    got = [tagged("chunk", timeout=30)[1] for _ in range(2999)]
+    assert got == list(range(1, 3000))
+    assert tagged("done") == ("done", otp.Exit(otp.self(), "hello"))
