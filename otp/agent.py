@@ -66,7 +66,6 @@ class Proc:
     monitored_by: dict[Ref, tuple[int | Pid, Any]] = field(default_factory=dict)  # ref -> (watcher, object)
     monitoring: dict[Ref, int | Pid | tuple] = field(default_factory=dict)  # ref -> target (a remote name: (name, node))
     sock: runtime.PlainSocket | None = None
-    os_pid_waiters: list[tuple[int, int]] = field(default_factory=list)  # asked before the fork was reported
     info: dict = field(default_factory=dict)   # facts for process_info (behaviour, supervisor, restarts)
 
 
@@ -258,11 +257,12 @@ class Agent:
         """Processes the kernel says have died: one killed by a signal is done with now, as
         its wait status is its exit reason; one that ended on its own wrote its reason to the
         zygote, whose report follows."""
-        killed = [death for death in self.deaths.deaths() if death[2] is not None and os.WIFSIGNALED(death[2])]
+        killed = [(proc_id, status) for proc_id, _, status in self.deaths.deaths()
+                  if status is not None and os.WIFSIGNALED(status)]
         if killed:
             self._drain_inbox(self.handlers)  # what they sent before dying goes first
-        for proc_id, os_pid, status in killed:
-            self.on_exited(proc_id, os_pid, status, b"")  # as the zygote tells it: no reason written
+        for proc_id, status in killed:
+            self.on_exited(proc_id, status, b"")  # as the zygote tells it: no reason written
 
     def _to_zygote(self, request: list) -> None:
         self.zygote_out += forkserver.frame(request)
@@ -359,22 +359,25 @@ class Agent:
             self._to_zygote([P.Z_TAKEN, taker, len(self.unassigned)])
 
     def _assign(self, proc: Proc, data: bytes) -> int | None:
-        """Give the spawn to the oldest warm process alive; its os pid, None if there is none."""
+        """Give the spawn to the oldest warm process alive, which is the process's OS process
+        from now on; its os pid, None if there is none."""
         while self.warm:
             os_pid, fd = self.warm.popleft()
-            view = memoryview(data)
             try:
-                view = view[forkserver.write_assignment(fd, view):]
+                written = forkserver.write_assignment(fd, data)
             except OSError:  # it died while warm: the zygote reports it
                 os.close(fd)
                 continue
-            if view:  # a large spawn: the rest as the pipe takes it
-                self.assigning[fd] = view
+            if written < len(data):  # a large spawn: the rest as the pipe takes it
+                self.assigning[fd] = memoryview(data)[written:]
                 self.poller.register(fd, zmq.POLLOUT)
             else:
                 os.close(fd)
             self.os_pids[os_pid] = proc.id
-            self.on_forked(proc.id, os_pid)
+            proc.os_pid = os_pid
+            self.deaths.add(proc.id, os_pid)
+            if proc.kill_reason is not None:  # killed (its spawner died) while it waited
+                self._sigkill(proc)
             return os_pid
         return None
 
@@ -394,7 +397,7 @@ class Agent:
     def _on_zygote_exited(self, os_pid: int, status: int, reason_bytes: bytes) -> None:
         proc_id = self.os_pids.pop(os_pid, None)
         if proc_id is not None:
-            self.on_exited(proc_id, os_pid, status, reason_bytes)
+            self.on_exited(proc_id, status, reason_bytes)
             return
         for i, (warm_pid, fd) in enumerate(self.warm):
             if warm_pid == os_pid:  # a warm process died unused
@@ -424,19 +427,6 @@ class Agent:
         if monitor_ref is not None:
             self.on_monitor(sender, monitor_ref, spare_id)
 
-    def on_forked(self, proc_id: int, os_pid: int) -> None:
-        """The process has its OS process (a warm one, assigned)."""
-        proc = self.procs.get(proc_id)
-        if proc is None:
-            return
-        proc.os_pid = os_pid
-        self.deaths.add(proc_id, os_pid)
-        for sender, tag in proc.os_pid_waiters:
-            self._reply(sender, tag, os_pid)
-        proc.os_pid_waiters.clear()
-        if proc.kill_reason is not None:
-            self._sigkill(proc)
-
     def on_fork_failed(self, proc_id: int, error: str) -> None:
         log.error("node %s could not fork process %d: %s", self.name, proc_id, error)
         proc = self.procs.get(proc_id)
@@ -464,7 +454,7 @@ class Agent:
         if proc is not None and proc.spawner is not None and proc.spawner[0] == sender:
             proc.spawner = None
 
-    def on_exited(self, proc_id: int, os_pid: int, status: int, reason_bytes: bytes) -> None:
+    def on_exited(self, proc_id: int, status: int, reason_bytes: bytes) -> None:
         proc = self.procs.get(proc_id)
         if proc is None:
             return
@@ -529,8 +519,6 @@ class Agent:
             if watcher_proc is not None:
                 watcher_proc.monitoring.pop(ref, None)
                 self._signal(watcher_proc, Down(ref, obj, reason))
-        for sender, tag in proc.os_pid_waiters:
-            self._reply(sender, tag, None)
         self.node_watchers.discard(proc.id)
         if proc.id in self.broker_watched:
             self.broker_watched.discard(proc.id)
@@ -706,11 +694,9 @@ class Agent:
         self._reply(sender, tag, target is not None and target.kill_reason is None)
 
     def on_os_pid(self, sender: int, tag: int, target_id: int) -> None:
+        # A process's pid is known only once it runs, and it runs only once assigned, when the
+        # agent learns its OS pid: no one asks before.
         target = self.procs.get(target_id)
-        if target is not None and target.os_pid is None:
-            # A new process can run (and be asked about) before the zygote's report arrives.
-            target.os_pid_waiters.append((sender, tag))
-            return
         self._reply(sender, tag, None if target is None else target.os_pid)
 
     def on_stop_node(self, _sender: int) -> None:

@@ -284,7 +284,7 @@ def _read_reason(fd: int) -> bytes:
     return data[4:]
 
 
-def write_assignment(fd: int, data: memoryview) -> int:
+def write_assignment(fd: int, data: bytes | memoryview) -> int:
     """Write what a warm process's assignment pipe (non-blocking) takes now of ``data``; the
     count written. Raises ``OSError`` if the process is gone."""
     try:
