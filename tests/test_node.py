@@ -140,6 +140,23 @@ def test_a_warm_process_that_dies_unused_is_replaced_at_the_next_spawn_not_at_on
     wait_for(lambda: _zygote_children(node), what="a warm process kept ahead again after a spawn")
 
 
+def test_the_zygote_holds_no_descriptor_per_process(node):
+    # Every fork copies the zygote's descriptors and every new process closes them: one per
+    # process would make each spawn cost more the more processes run.
+    otp.spawn(procs.wait_forever)
+    before = psutil.Process(node.zygote_pid).num_fds()
+    pids = [otp.spawn(procs.wait_forever) for _ in range(40)]
+    assert all(otp.is_alive(pid) for pid in pids)
+    assert psutil.Process(node.zygote_pid).num_fds() == before
+    # and the exit reasons still come through, of every size up to the largest kept whole
+    reasons = [("big", "x" * 50_000), ("small", 1), {"k": [1.5, None]}]
+    for reason in reasons:
+        pid, ref = otp.spawn_monitor(procs.exit_with, reason)
+        assert otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref == ref, timeout=10).reason == reason
+    for pid in pids:
+        otp.exit(pid, "kill")
+
+
 def test_killing_the_embedding_program_ends_every_process_of_its_node():
     harness, info = _start_embedding_program()
     node_pids = [info["agent"], info["zygote"], *info["children"]]
