@@ -159,6 +159,7 @@ class _SupervisorServer(GenServer):
         self.simple = self.flags.strategy == "simple_one_for_one"
         self.restarts: deque[int] = deque()
         self.children: list[_Child] = []
+        self._pids: dict[Pid, _Child] = {}   # the children that have a pid, by it
         if self.simple:
             if len(specs) != 1:
                 raise Stop(("bad_start_spec", [s.id for s in specs]))
@@ -167,7 +168,7 @@ class _SupervisorServer(GenServer):
         for spec in specs:
             child = _Child(spec, args=spec.args)
             try:
-                child.pid = self._start(child)
+                self._set_pid(child, self._start(child))
             except StartError as exc:
                 _report("start_error", self.name, child, exc.reason)
                 self._shutdown_all()
@@ -194,7 +195,7 @@ class _SupervisorServer(GenServer):
         if restart == "temporary" or (restart == "transient" and not is_abnormal(reason)):
             if is_abnormal(reason):
                 _report("child_terminated", self.name, child, reason)
-            child.pid = None
+            self._set_pid(child, None)
             if restart == "temporary" or self.simple:
                 self.children.remove(child)
             return None
@@ -210,7 +211,7 @@ class _SupervisorServer(GenServer):
             if report is not None:
                 report()
             _report("shutdown", self.name, child, "reached_max_restart_intensity")
-            child.pid = None
+            self._set_pid(child, None)
             return Stop("shutdown")
         strategy = self.flags.strategy
         if strategy in ("one_for_one", "simple_one_for_one"):
@@ -224,7 +225,7 @@ class _SupervisorServer(GenServer):
             for other in reversed(group):
                 if other is not child and isinstance(other.pid, Pid):
                     _shutdown(other)
-                    other.pid = None
+                    self._set_pid(other, None)
             bystanders = [c for c in group if c is not child and c.spec.restart == "temporary"]
             for other in bystanders:  # temporary siblings are stopped, not restarted
                 self.children.remove(other)
@@ -232,13 +233,13 @@ class _SupervisorServer(GenServer):
         for member in group:
             member.restarts += 1
             try:
-                member.pid = self._start(member)
+                self._set_pid(member, self._start(member))
             except StartError as exc:
                 if report is not None:
                     report()
                     report = None
                 _report("start_error", self.name, member, exc.reason)
-                member.pid = RESTARTING
+                self._set_pid(member, RESTARTING)
                 process.send(process.self(), (_TRY_AGAIN, self._key(member)))
                 return None
             if member.pid is None and self.simple:
@@ -294,7 +295,7 @@ class _SupervisorServer(GenServer):
                                       else "already_present")
             child = _Child(spec, args=spec.args)
         try:
-            child.pid = self._start(child)
+            self._set_pid(child, self._start(child))
         except StartError as exc:
             raise SupervisorError(exc.reason) from None
         if child.pid is not None or (child.spec.restart != "temporary" and not self.simple):
@@ -311,7 +312,7 @@ class _SupervisorServer(GenServer):
             raise SupervisorError("not_found")
         if isinstance(child.pid, Pid):
             _shutdown(child)
-        child.pid = None
+        self._set_pid(child, None)
         if self.simple or child.spec.restart == "temporary":
             self.children.remove(child)
         return None
@@ -319,7 +320,7 @@ class _SupervisorServer(GenServer):
     def _api_restart_child(self, key: Any) -> Pid | None:
         child = self._stopped_child(key)
         try:
-            child.pid = self._start(child)
+            self._set_pid(child, self._start(child))
         except StartError as exc:
             raise SupervisorError(exc.reason) from None
         return child.pid
@@ -367,15 +368,23 @@ class _SupervisorServer(GenServer):
                 if isinstance(child.pid, Pid):
                     _shutdown(child)
         for child in self.children:
-            child.pid = None
+            self._set_pid(child, None)
+
+    def _set_pid(self, child: _Child, pid: Any) -> None:
+        """Give ``child`` its pid (or None, or RESTARTING), kept in the index of children by
+        pid: an exit signal finds its child at once among thousands (Erlang keeps a map)."""
+        if type(child.pid) is Pid:
+            self._pids.pop(child.pid, None)
+        child.pid = pid
+        if type(pid) is Pid:
+            self._pids[pid] = child
 
     def _by_pid(self, pid: Any) -> _Child | None:
-        for child in self.children:
-            if child.pid == pid:
-                return child
-        return None
+        return self._pids.get(pid) if type(pid) is Pid else None
 
     def _by_key(self, key: Any) -> _Child | None:
+        if self.simple and type(key) is Pid:
+            return self._pids.get(key)
         for child in self.children:
             if (child.pid == key) if self.simple else (child.spec.id == key):
                 return child
