@@ -63,6 +63,12 @@ def exit_with(reason):
     raise otp.ExitError(reason)
 
 
+def exit_with_when_told(reason):
+    """Exit with ``reason`` at the first message."""
+    otp.receive()
+    raise otp.ExitError(reason)
+
+
 def os_exit(code):
     os._exit(code)
 

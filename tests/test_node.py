@@ -158,6 +158,20 @@ def test_the_zygote_holds_no_descriptor_per_process(node):
         otp.exit(pid, "kill")
 
 
+def test_processes_that_exit_at_once_each_get_their_own_reason(node):
+    # The reasons share one socket to the zygote, which holds few at a time: the others wait.
+    watched = {}
+    for i in range(60):
+        reason = ("done", i, "r" * 40_000)
+        pid, ref = otp.spawn_monitor(procs.exit_with_when_told, reason)
+        watched[ref] = (pid, reason)
+    for pid, _ in watched.values():
+        otp.send(pid, "go")
+    while watched:
+        down = otp.receive(match=lambda m: isinstance(m, otp.Down) and m.ref in watched, timeout=30)
+        assert down.reason == watched.pop(down.ref)[1]
+
+
 def test_killing_the_embedding_program_ends_every_process_of_its_node():
     harness, info = _start_embedding_program()
     node_pids = [info["agent"], info["zygote"], *info["children"]]
