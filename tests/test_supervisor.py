@@ -217,6 +217,23 @@ def test_simple_one_for_one_starts_children_from_a_template():
         sup_api.delete_child(sup, "w")
 
 
+def test_simple_one_for_one_finds_each_child_by_its_current_pid():
+    template = otp.child_spec("w", Worker, args=(otp.self(),))
+    sup = otp.Supervisor.start_link([template], strategy="simple_one_for_one")
+    pids = [sup_api.start_child(sup, (str(i),)) for i in range(30)]
+    for i, pid in enumerate(pids):
+        assert started(str(i)) == pid
+    kill(pids[-1])
+    fresh = started("29")
+    assert fresh != pids[-1]
+    sup_api.terminate_child(sup, pids[-1])   # its pid before the restart: dead, so ok, as Erlang
+    assert otp.is_alive(fresh)
+    sup_api.terminate_child(sup, fresh)
+    assert not otp.is_alive(fresh)
+    sup_api.terminate_child(sup, pids[0])
+    assert [pid for _, pid, *_ in sup_api.which_children(sup)] == pids[1:-1]
+
+
 @pytest.mark.parametrize("spec, field", [
     ({"id": "x", "start": Worker, "colour": "red"}, "colour"),
     ({"id": "x", "start": Worker, "restart": "sometimes"}, "restart"),
