@@ -292,6 +292,7 @@ def test_chaos_every_call_ends_and_all_children_come_back():
     otp.receive(match=lambda m: m == "calling", timeout=10)  # the chaos starts once it calls
     rng = random.Random(2)
     kills = 0
+    last_kill = time.monotonic()
     while kills < 200:
         pid = otp.whereis(rng.choice(names))
         os_pid = otp.os_pid(pid) if pid else None
@@ -299,8 +300,16 @@ def test_chaos_every_call_ends_and_all_children_come_back():
             try:
                 os.kill(os_pid, signal.SIGKILL)
                 kills += 1
+                last_kill = time.monotonic()
             except ProcessLookupError:
                 pass
+        elif time.monotonic() - last_kill > 20:   # no child has come back for 20 s: say why
+            try:
+                children = sup_api.which_children(sup)
+            except otp.CallTimeout:
+                children = "the supervisor does not answer"
+            pytest.fail(f"after {kills} kills no child runs; children: {children}; "
+                        f"processes: {otp.processes()}")
     otp.send(client, "stop")
     # Every call ended: the client, linked to us, would have taken us down with any other end.
     otp.receive(match=lambda m: type(m) is tuple and m[0] == "outcomes", timeout=60)
