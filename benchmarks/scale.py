@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import time
-
-import resource
 
 import psutil
 
