@@ -301,15 +301,16 @@ def test_chaos_every_call_ends_and_all_children_come_back():
                 os.kill(os_pid, signal.SIGKILL)
                 kills += 1
                 last_kill = time.monotonic()
+                continue
             except ProcessLookupError:
                 pass
-        elif time.monotonic() - last_kill > 20:   # no child has come back for 20 s: say why
+        if time.monotonic() - last_kill > 20:   # no child to kill for 20 s: say what is there
             try:
                 children = sup_api.which_children(sup)
             except otp.CallTimeout:
                 children = "the supervisor does not answer"
-            pytest.fail(f"after {kills} kills no child runs; children: {children}; "
-                        f"processes: {otp.processes()}")
+            pytest.fail(f"after {kills} kills no child can be killed; children: {children}; "
+                        f"processes: {otp.processes()}; last seen: {pid} at OS pid {os_pid}")
     otp.send(client, "stop")
     # Every call ended: the client, linked to us, would have taken us down with any other end.
     otp.receive(match=lambda m: type(m) is tuple and m[0] == "outcomes", timeout=60)
