@@ -336,7 +336,7 @@ class Agent:
         if monitor_ref is not None:
             proc.monitored_by[monitor_ref] = (sender, self.pid(proc_id))
             spawner.monitoring[monitor_ref] = proc_id
-        data = forkserver.assignment(proc_id, codec.encode([funcref, args_bytes, sender, tag]))
+        data = forkserver.frame([proc_id, codec.encode([funcref, args_bytes, sender, tag])])
         os_pid = self._assign(proc, data)
         if os_pid is None:
             self.unassigned.append((proc_id, data))

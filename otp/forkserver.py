@@ -12,7 +12,8 @@ fork would copy and every new process would have to close (with 1,000 processes 
 of each spawn).
 
 It hands each warm process's assignment pipe to the agent, which gives the process its work
-(``assignment``, ``write_assignment``) without waking the zygote: a spawn takes one hop, not two.
+(a ``frame`` of ``[process id, spawn request]``, ``write_assignment``) without waking the
+zygote: a spawn takes one hop, not two.
 
 Its control channel is a unix stream socket pair with the agent: 4-byte big-endian length,
 then a codec list (``protocol.Z_*``); a ``Z_WARM`` frame carries a descriptor (``SCM_RIGHTS``).
@@ -41,6 +42,7 @@ _LENGTH = struct.Struct(">I")
 MAX_CONTROL_FRAME = 256 * 1024 * 1024
 MAX_REASON_BYTES = 60_000  # one datagram, well below a unix socket's send buffer
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -71,12 +73,6 @@ def send_frame(sock: socket.socket, obj: Any, fd: int | None = None) -> None:
     sent = socket.send_fds(sock, [data], [fd])
     if sent < len(data):  # interrupted part way: the descriptor went with the first byte
         sock.sendall(data[sent:])
-
-
-def assignment(proc_id: int, payload: bytes) -> bytes:
-    """The bytes that give a warm process its process id and spawn request."""
-    data = codec.encode([proc_id, payload])
-    return _LENGTH.pack(len(data)) + data
 
 
 class FrameReader:
@@ -289,9 +285,6 @@ def serve(ctl: socket.socket) -> NoReturn:
                     taken(*args)
                 elif op == P.Z_STOP:
                     stop()
-
-
-_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 
 
 def _reason(data: bytes) -> bytes:
