@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 import otp
+from otp.pytest_plugin import wait_for
 from otp.jobs import JobRunner, RemoteTraceback
 from tests import job_funcs
 
@@ -90,6 +91,8 @@ def test_max_tasks_per_child_recycles_workers():
 def test_shutdown_with_cancel_futures_cancels_what_has_not_started():
     runner = JobRunner(workers=1)
     futures = [runner.submit(job_funcs.sleep_then, 0.05, i) for i in range(400)]
+    # Once a job has started, some have and some have not when the shutdown comes.
+    wait_for(lambda: futures[0].running() or futures[0].done(), what="the first job started")
     runner.shutdown(wait=True, cancel_futures=True)
     assert all(f.done() for f in futures)
     cancelled = [f for f in futures if f.cancelled()]
