@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import otp
 
@@ -90,11 +91,15 @@ class BadTerminate(otp.GenServer):
 
 
 class Worker(otp.GenServer):
-    """A supervised child that announces each start to a watcher, and stops on request."""
+    """A supervised child that announces each start to a watcher, and stops on request.
+
+    The announcement carries the moment of the start (the machine's monotonic clock): messages
+    from different processes may arrive in any order, so a test of start order sorts by it.
+    """
 
     def init(self, watcher, name):
         self.watcher, self.name = watcher, name
-        otp.send(watcher, ("started", name, otp.self()))
+        otp.send(watcher, ("started", name, otp.self(), time.monotonic_ns()))
 
     def handle_call(self, request, caller):
         return ("pong", self.name)
@@ -192,7 +197,7 @@ class Blockable(otp.GenServer):
     def init(self, watcher, name):
         if otp.whereis("block") is not None:
             raise otp.Stop("blocked")
-        otp.send(watcher, ("started", name, otp.self()))
+        otp.send(watcher, ("started", name, otp.self(), time.monotonic_ns()))
 
     def handle_call(self, request, caller):
         return ("pong", "blockable")
