@@ -536,16 +536,27 @@ class Runtime:
 
     def spawn(self, func: Callable, args: tuple, link: bool, monitor: bool | Ref,
               info: dict | None = None) -> tuple[Pid, Ref | None]:
-        """Spawn ``func(*args)``; ``monitor`` may be the ref the monitor is to have, and ``info``
-        what ``process_info`` tells of the new process from its birth (see ``set_info``)."""
+        """Spawn ``func(*args)``; ``info`` is what ``process_info`` tells of the new process from
+        its birth (see ``set_info``). ``monitor`` may be the ref the monitor is to have, at which
+        the caller then awaits an answer (``await_answer``), the monitor's ``Down`` being one.
+        That ``Down`` may be handled before the spawn returns (the frames queued behind a signal
+        are taken in with it: the spawn's answer, and the ``Down`` of a process that died at
+        once): it is kept for the caller's wait, not put in the mailbox, where nothing looks."""
         funcref = function_reference(func)
         args_bytes = codec.encode(tuple(args))
-        ref = monitor if type(monitor) is Ref else self.make_ref() if monitor else None
+        answer_at = type(monitor) is Ref
+        ref = monitor if answer_at else self.make_ref() if monitor else None
         if link and self._spare is not None:
             proc_id = self._hand_over(funcref, args_bytes, ref, info)
             if proc_id is not None:
                 return Pid(self.node.name, proc_id, self.node.creation), ref
-        proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref, info)
+        if answer_at:
+            self._awaiting.add(ref)
+        try:
+            proc_id = self._request(P.SPAWN, funcref, args_bytes, link, ref, info)
+        finally:
+            if answer_at:
+                self._awaiting.discard(ref)   # a Down come by now waits in _replies
         return Pid(self.node.name, proc_id, self.node.creation), ref
 
     def keep_spare(self) -> None:
