@@ -55,7 +55,8 @@ class Node:
 
         ``preload`` names modules the node's zygote imports once at start, so that the
         processes that run their functions start without importing them (as multiprocessing's
-        ``set_forkserver_preload``). Their import must start no thread and no ZeroMQ context."""
+        ``set_forkserver_preload``). Their import must start no thread and no ZeroMQ context;
+        the hooks they register with ``os.register_at_fork`` for a child run in each process."""
         if broker is not None and name is None:
             raise ValueError("a node that joins a broker needs a name")
         if name is not None and isinstance(name, str) and len(name.encode()) > 200:

@@ -114,6 +114,14 @@ def test_a_process_is_forked_without_the_node_agents_own_modules(node):
     assert loaded == {"otp.agent": False, "otp.broker_link": False, "argparse": False, "otp.runtime": True}
 
 
+def test_a_preloaded_module_is_loaded_in_every_process_and_its_at_fork_hook_runs_there():
+    from tests import fork_hooks
+    with otp.Node(preload=["tests.fork_hooks"]):
+        for _ in range(3):
+            otp.spawn(fork_hooks.report, otp.self())
+            assert otp.receive(match=lambda m: m[0] == "fork_hooks", timeout=10) == ("fork_hooks", True, True)
+
+
 def _zygote_children(node):
     """The OS pids of the zygote's children (asking the agent for the node's processes first
     paces a wait on them)."""
