@@ -60,3 +60,10 @@ def emit(result: dict[str, Any]) -> None:
     rounded = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
     print(json.dumps(rounded), flush=True)
     sys.stdout.flush()
+
+
+def mp_answer(conn: Any) -> None:
+    """A multiprocessing peer's child: answer every ping on its Pipe (here, with no otp
+    import, so that a peer run in a fresh interpreter stays a plain multiprocessing program)."""
+    while True:
+        conn.send(conn.recv())

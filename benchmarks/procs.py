@@ -125,12 +125,6 @@ def call_loop(parent: otp.Pid, server: otp.Pid, go: otp.Ref, seconds: float) -> 
     otp.send(parent, ("calls", done))
 
 
-def mp_answer(conn) -> None:
-    """multiprocessing peer of a restarted server: answer every ping on a Pipe."""
-    while True:
-        conn.send(conn.recv())
-
-
 class Idle(otp.GenServer):
     """A child that only answers pings."""
 

@@ -28,7 +28,7 @@ import time
 
 import otp
 from benchmarks import prefork_floor, procs
-from benchmarks.common import REPETITIONS, CpuMeter, emit, median, percentile
+from benchmarks.common import REPETITIONS, CpuMeter, emit, median, mp_answer, percentile
 
 KILLS = 200
 REST_SECONDS = 0.03
@@ -65,7 +65,7 @@ def time_restart(victim_os_pid: int) -> tuple[float, int]:
 def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:
     times = []
     mine, theirs = _fork.Pipe()
-    proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
+    proc = _fork.Process(target=mp_answer, args=(theirs,))
     proc.start()
     with CpuMeter() as meter:
         for _ in range(kills):
@@ -75,7 +75,7 @@ def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float 
             multiprocessing.connection.wait([proc.sentinel])
             proc.join()
             mine, theirs = _fork.Pipe()
-            proc = _fork.Process(target=procs.mp_answer, args=(theirs,))
+            proc = _fork.Process(target=mp_answer, args=(theirs,))
             proc.start()
             mine.send("ping")
             mine.recv()

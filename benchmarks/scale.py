@@ -22,7 +22,7 @@ import time
 
 import psutil
 
-from benchmarks.common import emit, median, percentile
+from benchmarks.common import emit, median, mp_answer, percentile
 
 CHILDREN = 1000
 KILLS = 50
@@ -81,7 +81,7 @@ def mp_measure() -> dict[str, float]:
         start = time.perf_counter()
         for _ in range(CHILDREN):
             mine, theirs = _fork.Pipe()
-            child = _fork.Process(target=_answer, args=(theirs,))
+            child = _fork.Process(target=mp_answer, args=(theirs,))
             child.start()
             theirs.close()
             mine.send("ping")
@@ -104,12 +104,6 @@ def mp_measure() -> dict[str, float]:
         for pipe in pipes:
             pipe.close()
     return {"start_all_s": start_seconds, "total_uss_mb": uss / 2**20, "stop_all_s": stop_seconds}
-
-
-def _answer(conn) -> None:
-    """A multiprocessing child: answer every ping on its Pipe."""
-    while True:
-        conn.send(conn.recv())
 
 
 def run() -> None:
