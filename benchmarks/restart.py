@@ -12,6 +12,11 @@ before, such as the zygote's next warm process, and the supervisor, never idle, 
 and at rest (kills ``REST_SECONDS`` apart, as restarts come when they are rare enough for a
 supervisor's intensity to allow them).
 
+At rest, the first part of a restart is measured alone too: from the SIGKILL to the kernel's
+word that the process is dead (its pidfd readable), which nothing can hear sooner. It is the
+kernel tearing the killed process down (its memory, its threads, its sockets), for otp's child
+and for multiprocessing's.
+
 Back to back, each variant's CPU per restart is reported too (the machine's busy CPU over the
 kills, every process and the kernel included), and for otp the cores it kept busy: where that
 nears the core count, the restarts wait on CPU, and CPU per restart over the cores bounds the
@@ -23,6 +28,7 @@ import functools
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import signal
 import time
 
@@ -32,6 +38,7 @@ from benchmarks.common import REPETITIONS, CpuMeter, emit, median, mp_answer, pe
 
 KILLS = 200
 REST_SECONDS = 0.03
+TEARDOWN_KILLS = 50
 _fork = multiprocessing.get_context("fork")
 
 
@@ -62,6 +69,48 @@ def time_restart(victim_os_pid: int) -> tuple[float, int]:
     return time.perf_counter() - start, fresh_os_pid
 
 
+def otp_teardown_times(kills: int) -> list[float]:
+    """Seconds from the SIGKILL of a supervised ``procs.Announcer`` to its pidfd's readiness,
+    kills ``REST_SECONDS`` apart, each once its replacement has announced itself."""
+    spec = otp.child_spec("target", procs.Announcer, args=(otp.self(),))
+    sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
+    _, _, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    times = []
+    for _ in range(kills):
+        time.sleep(REST_SECONDS)
+        times.append(time_death(os_pid))
+        _, _, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    otp.stop(sup, "shutdown")
+    return times
+
+
+def mp_teardown_times(kills: int) -> list[float]:
+    """The same for the child of the multiprocessing restart loop, once it has answered."""
+    times = []
+    for _ in range(kills):
+        mine, theirs = _fork.Pipe()
+        proc = _fork.Process(target=mp_answer, args=(theirs,))
+        proc.start()
+        mine.send("ping")
+        mine.recv()
+        time.sleep(REST_SECONDS)
+        times.append(time_death(proc.pid))
+        proc.join()
+    return times
+
+
+def time_death(os_pid: int) -> float:
+    """SIGKILL ``os_pid``; the seconds until the kernel says it has died (its pidfd readable)."""
+    pidfd = os.pidfd_open(os_pid)
+    try:
+        start = time.perf_counter()
+        os.kill(os_pid, signal.SIGKILL)
+        select.select([pidfd], [], [])
+        return time.perf_counter() - start
+    finally:
+        os.close(pidfd)
+
+
 def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:
     times = []
     mine, theirs = _fork.Pipe()
@@ -89,8 +138,12 @@ def run() -> None:
     runs: dict[str, list[list[float]]] = {}
     cpu_per_restart: dict[str, list[float]] = {}   # back to back only: at rest, idle time counts too
     cores_busy: list[float] = []
+    deaths: dict[str, list[float]] = {}
     with otp.Node("bench", preload=["benchmarks.procs"]):
         for _ in range(REPETITIONS):
+            if hasattr(os, "pidfd_open"):  # Linux 5.3
+                deaths.setdefault("otp", []).append(percentile(otp_teardown_times(TEARDOWN_KILLS), 0.5))
+                deaths.setdefault("mp_fork_restart", []).append(percentile(mp_teardown_times(TEARDOWN_KILLS), 0.5))
             for rest, suffix in ((0.0, ""), (REST_SECONDS, "_at_rest")):
                 for name, measure in (("otp", otp_restart_times), ("mp_fork_restart", mp_restart_times),
                                       ("lean_prefork_restart", prefork_floor.restart_times),
@@ -111,6 +164,8 @@ def run() -> None:
         result[f"{name}_cpu_ms_per_restart"] = median(cpus) * 1e3
     if cores_busy:
         result["otp_cores_busy"] = median(cores_busy)
+    for name, p50s in deaths.items():
+        result[f"{name}_kill_to_death_p50_ms"] = median(p50s) * 1e3
     result["otp_vs_mp_p50"] = result["otp_p50_ms"] / result["mp_fork_restart_p50_ms"]
     result["otp_vs_mp_at_rest_p50"] = result["otp_at_rest_p50_ms"] / result["mp_fork_restart_at_rest_p50_ms"]
     result["otp_vs_zmq_floor_p50"] = result["otp_p50_ms"] / result["zmq_prefork_restart_p50_ms"]
