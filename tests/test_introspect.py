@@ -53,10 +53,15 @@ def test_mailbox_length_and_suspended_status_are_seen():
     for i in range(5):
         otp.send(pid, ("noise", i))
     assert otp.process_info(pid)["mailbox"] == 5
+
+    def once_suspended():  # a SIGSTOP takes effect when its process next runs: under load, later
+        info = otp.process_info(pid, timeout=0.2)
+        return info if info["status"] == "suspended" else None
+
     os.kill(otp.os_pid(pid), signal.SIGSTOP)
     try:
-        info = otp.process_info(pid, timeout=0.2)
-        assert info["status"] == "suspended" and info["mailbox"] is None   # too busy (stopped) to say
+        info = wait_for(once_suspended, what="the process's stop")
+        assert info["mailbox"] is None   # too busy (stopped) to say
     finally:
         os.kill(otp.os_pid(pid), signal.SIGCONT)
     otp.send(pid, "go")
