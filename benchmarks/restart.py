@@ -96,6 +96,8 @@ def mp_teardown_times(kills: int) -> list[float]:
         time.sleep(REST_SECONDS)
         times.append(time_death(proc.pid))
         proc.join()
+        mine.close()
+        theirs.close()
     return times
 
 
