@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import statistics
 import sys
@@ -67,3 +69,13 @@ def mp_answer(conn: Any) -> None:
     import, so that a peer run in a fresh interpreter stays a plain multiprocessing program)."""
     while True:
         conn.send(conn.recv())
+
+
+def start_mp_answerer() -> tuple[multiprocessing.Process, multiprocessing.connection.Connection]:
+    """A forked multiprocessing child running ``mp_answer``, and this end of its Pipe."""
+    fork = multiprocessing.get_context("fork")
+    mine, theirs = fork.Pipe()
+    proc = fork.Process(target=mp_answer, args=(theirs,))
+    proc.start()
+    theirs.close()   # the child's end, which the child holds now
+    return proc, mine

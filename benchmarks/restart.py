@@ -25,7 +25,6 @@ mean restart time from below.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import multiprocessing.connection
 import os
 import select
@@ -34,20 +33,17 @@ import time
 
 import otp
 from benchmarks import prefork_floor, procs
-from benchmarks.common import REPETITIONS, CpuMeter, emit, median, mp_answer, percentile
+from benchmarks.common import REPETITIONS, CpuMeter, emit, median, percentile, start_mp_answerer
 
 KILLS = 200
 REST_SECONDS = 0.03
 TEARDOWN_KILLS = 50
-_fork = multiprocessing.get_context("fork")
 
 
 def otp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:
     """The replacement announces itself from its init; then it must answer a call. Also the
     machine's busy CPU seconds and the wall seconds over the kills."""
-    spec = otp.child_spec("target", procs.Announcer, args=(otp.self(),))
-    sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
-    _, _, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    sup, os_pid = supervised_announcer(kills)
     times = []
     with CpuMeter() as meter:
         for _ in range(kills):
@@ -58,13 +54,27 @@ def otp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float
     return times, meter.cpu, meter.wall
 
 
+def supervised_announcer(kills: int) -> tuple[otp.Pid, int]:
+    """A supervisor of one ``procs.Announcer`` (announcing itself to the caller) that allows
+    ``kills`` restarts; its pid, and the OS pid of the child once it has announced itself."""
+    spec = otp.child_spec("target", procs.Announcer, args=(otp.self(),))
+    sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
+    return sup, announced()[1]
+
+
+def announced() -> tuple[otp.Pid, int]:
+    """The pid and OS pid that the next ``procs.Announcer`` to start announces from its init."""
+    _, pid, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    return pid, os_pid
+
+
 def time_restart(victim_os_pid: int) -> tuple[float, int]:
     """SIGKILL a supervised ``procs.Announcer`` by its OS pid; return the seconds until its
     replacement has announced itself and answered a call, and the replacement's OS pid (which
     it announces, so that the loop asks the node nothing between kills)."""
     start = time.perf_counter()
     os.kill(victim_os_pid, signal.SIGKILL)
-    _, fresh, fresh_os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    fresh, fresh_os_pid = announced()
     otp.call(fresh, ("ping", 1))
     return time.perf_counter() - start, fresh_os_pid
 
@@ -72,14 +82,12 @@ def time_restart(victim_os_pid: int) -> tuple[float, int]:
 def otp_teardown_times(kills: int) -> list[float]:
     """Seconds from the SIGKILL of a supervised ``procs.Announcer`` to its pidfd's readiness,
     kills ``REST_SECONDS`` apart, each once its replacement has announced itself."""
-    spec = otp.child_spec("target", procs.Announcer, args=(otp.self(),))
-    sup = otp.Supervisor.start([spec], intensity=10 * kills, period=1)
-    _, _, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+    sup, os_pid = supervised_announcer(kills)
     times = []
     for _ in range(kills):
         time.sleep(REST_SECONDS)
         times.append(time_death(os_pid))
-        _, _, os_pid = otp.receive(match=lambda m: m[0] == "up", timeout=30)
+        os_pid = announced()[1]
     otp.stop(sup, "shutdown")
     return times
 
@@ -88,17 +96,15 @@ def mp_teardown_times(kills: int) -> list[float]:
     """The same for the child of the multiprocessing restart loop, once it has answered."""
     times = []
     for _ in range(kills):
-        mine, theirs = _fork.Pipe()
-        proc = _fork.Process(target=mp_answer, args=(theirs,))
-        proc.start()
-        mine.send("ping")
-        mine.recv()
+        proc, conn = start_mp_answerer()
+        conn.send("ping")
+        conn.recv()
         time.sleep(REST_SECONDS)
         times.append(time_death(proc.pid))
         proc.join()
-        mine.close()
-        theirs.close()
+        conn.close()
     return times
+
 
 
 def time_death(os_pid: int) -> float:
@@ -115,9 +121,7 @@ def time_death(os_pid: int) -> float:
 
 def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float | None, float]:
     times = []
-    mine, theirs = _fork.Pipe()
-    proc = _fork.Process(target=mp_answer, args=(theirs,))
-    proc.start()
+    proc, conn = start_mp_answerer()
     with CpuMeter() as meter:
         for _ in range(kills):
             time.sleep(rest)
@@ -125,14 +129,14 @@ def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float 
             os.kill(proc.pid, signal.SIGKILL)
             multiprocessing.connection.wait([proc.sentinel])
             proc.join()
-            mine, theirs = _fork.Pipe()
-            proc = _fork.Process(target=mp_answer, args=(theirs,))
-            proc.start()
-            mine.send("ping")
-            mine.recv()
+            conn.close()
+            proc, conn = start_mp_answerer()
+            conn.send("ping")
+            conn.recv()
             times.append(time.perf_counter() - start)
     proc.kill()
     proc.join()
+    conn.close()
     return times, meter.cpu, meter.wall
 
 

@@ -13,7 +13,6 @@ Targets: start <= 10 s, USS <= 4 GB, one restart p50 <= 10 ms.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import resource
 import subprocess
@@ -22,12 +21,11 @@ import time
 
 import psutil
 
-from benchmarks.common import emit, median, mp_answer, percentile
+from benchmarks.common import emit, median, percentile, start_mp_answerer
 
 CHILDREN = 1000
 KILLS = 50
 RUNS = 3
-_fork = multiprocessing.get_context("fork")
 
 
 def otp_run() -> dict[str, float]:
@@ -80,10 +78,7 @@ def mp_measure() -> dict[str, float]:
     try:
         start = time.perf_counter()
         for _ in range(CHILDREN):
-            mine, theirs = _fork.Pipe()
-            child = _fork.Process(target=mp_answer, args=(theirs,))
-            child.start()
-            theirs.close()
+            child, mine = start_mp_answerer()
             mine.send("ping")
             mine.recv()
             children.append(child)

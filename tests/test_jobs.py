@@ -13,7 +13,6 @@ import psutil
 import pytest
 
 import otp
-from otp.pytest_plugin import wait_for
 from otp.jobs import JobRunner, RemoteTraceback
 from tests import job_funcs
 
@@ -91,8 +90,8 @@ def test_max_tasks_per_child_recycles_workers():
 def test_shutdown_with_cancel_futures_cancels_what_has_not_started():
     runner = JobRunner(workers=1)
     futures = [runner.submit(job_funcs.sleep_then, 0.05, i) for i in range(400)]
-    # Once a job has started, some have and some have not when the shutdown comes.
-    wait_for(lambda: futures[0].running() or futures[0].done(), what="the first job started")
+    # Once the first job is done, some have run and some have not when the shutdown comes.
+    futures[0].result(timeout=10)
     runner.shutdown(wait=True, cancel_futures=True)
     assert all(f.done() for f in futures)
     cancelled = [f for f in futures if f.cancelled()]
