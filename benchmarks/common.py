@@ -5,12 +5,17 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import statistics
 import sys
 import time
 from typing import Any, Iterable
 
 REPETITIONS = int(os.environ.get("BENCH_REPETITIONS", "5"))
+REST_SECONDS = 0.03
+"""The pause before each kill when restarts are timed at rest: the next restart comes once the
+last one's background work is done, as restarts come when they are rare enough for a
+supervisor's intensity to allow them."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -79,3 +84,19 @@ def start_mp_answerer() -> tuple[multiprocessing.Process, multiprocessing.connec
     proc.start()
     theirs.close()   # the child's end, which the child holds now
     return proc, mine
+
+
+def restart_mp_answerer(proc: multiprocessing.Process, conn: multiprocessing.connection.Connection
+                        ) -> tuple[float, multiprocessing.Process, multiprocessing.connection.Connection]:
+    """One restart of a multiprocessing restart loop: SIGKILL ``proc``, wait on its sentinel,
+    start a new answerer and wait for its answer to a ping. The seconds that took, and the new
+    answerer with this end of its Pipe."""
+    start = time.perf_counter()
+    os.kill(proc.pid, signal.SIGKILL)
+    multiprocessing.connection.wait([proc.sentinel])
+    proc.join()
+    conn.close()
+    proc, conn = start_mp_answerer()
+    conn.send("ping")
+    conn.recv()
+    return time.perf_counter() - start, proc, conn

@@ -25,7 +25,6 @@ mean restart time from below.
 from __future__ import annotations
 
 import functools
-import multiprocessing.connection
 import os
 import select
 import signal
@@ -33,10 +32,10 @@ import time
 
 import otp
 from benchmarks import prefork_floor, procs
-from benchmarks.common import REPETITIONS, CpuMeter, emit, median, percentile, start_mp_answerer
+from benchmarks.common import (REPETITIONS, REST_SECONDS, CpuMeter, emit, median, percentile, restart_mp_answerer,
+                               start_mp_answerer)
 
 KILLS = 200
-REST_SECONDS = 0.03
 TEARDOWN_KILLS = 50
 
 
@@ -106,7 +105,6 @@ def mp_teardown_times(kills: int) -> list[float]:
     return times
 
 
-
 def time_death(os_pid: int) -> float:
     """SIGKILL ``os_pid``; the seconds until the kernel says it has died (its pidfd readable)."""
     pidfd = os.pidfd_open(os_pid)
@@ -125,15 +123,8 @@ def mp_restart_times(kills: int, rest: float = 0.0) -> tuple[list[float], float 
     with CpuMeter() as meter:
         for _ in range(kills):
             time.sleep(rest)
-            start = time.perf_counter()
-            os.kill(proc.pid, signal.SIGKILL)
-            multiprocessing.connection.wait([proc.sentinel])
-            proc.join()
-            conn.close()
-            proc, conn = start_mp_answerer()
-            conn.send("ping")
-            conn.recv()
-            times.append(time.perf_counter() - start)
+            seconds, proc, conn = restart_mp_answerer(proc, conn)
+            times.append(seconds)
     proc.kill()
     proc.join()
     conn.close()
