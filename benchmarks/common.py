@@ -77,19 +77,22 @@ def mp_answer(conn: Any) -> None:
 
 
 def start_mp_answerer() -> tuple[multiprocessing.Process, multiprocessing.connection.Connection]:
-    """A forked multiprocessing child running ``mp_answer``, and this end of its Pipe."""
+    """A forked multiprocessing child running ``mp_answer``, once it has answered a ping, and
+    this end of its Pipe."""
     fork = multiprocessing.get_context("fork")
     mine, theirs = fork.Pipe()
     proc = fork.Process(target=mp_answer, args=(theirs,))
     proc.start()
     theirs.close()   # the child's end, which the child holds now
+    mine.send("ping")
+    mine.recv()
     return proc, mine
 
 
 def restart_mp_answerer(proc: multiprocessing.Process, conn: multiprocessing.connection.Connection
                         ) -> tuple[float, multiprocessing.Process, multiprocessing.connection.Connection]:
     """One restart of a multiprocessing restart loop: SIGKILL ``proc``, wait on its sentinel,
-    start a new answerer and wait for its answer to a ping. The seconds that took, and the new
+    start a new answerer (until it has answered a ping). The seconds that took, and the new
     answerer with this end of its Pipe."""
     start = time.perf_counter()
     os.kill(proc.pid, signal.SIGKILL)
@@ -97,6 +100,4 @@ def restart_mp_answerer(proc: multiprocessing.Process, conn: multiprocessing.con
     proc.join()
     conn.close()
     proc, conn = start_mp_answerer()
-    conn.send("ping")
-    conn.recv()
     return time.perf_counter() - start, proc, conn

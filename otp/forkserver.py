@@ -49,7 +49,6 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc_holding_gil = ctypes.PyDLL(None, use_errno=True)
-_libc_holding_gil.fork.restype = ctypes.c_int
 _LEAN_FORK = sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)()
 _child_hooks: list[Callable[[], Any]] = []   # the at-fork hooks of the modules the zygote preloaded
 
