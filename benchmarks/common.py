@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import platform
 import signal
 import statistics
 import sys
@@ -62,9 +63,33 @@ class CpuMeter:
             self.cpu = cpu1 - self._cpu0
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the CPU model, its cores, the memory, the kernel and
+    Python. Timings from two machines differ by more than any change they would be read for,
+    so each result carries its machine::
+
+        {"cpu": "AMD EPYC", "cores": 2, "memory_gib": 23.4, "kernel": "6.1.0", "python": "3.11.7"}
+    """
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        memory_gib: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        memory_gib = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib,
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
 def emit(result: dict[str, Any]) -> None:
-    """Print one result as a JSON line, numbers rounded for reading."""
-    rounded = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+    """Print one result as a JSON line, numbers rounded for reading, with the machine it was
+    measured on (``machine()``)."""
+    rounded = {k: (round(v, 3) if isinstance(v, float) else v)
+               for k, v in dict(result, machine=machine()).items()}
     print(json.dumps(rounded), flush=True)
     sys.stdout.flush()
 

@@ -150,8 +150,7 @@ def run() -> None:
                         cpu_per_restart.setdefault(name, []).append(cpu / KILLS)
                         if name == "otp":
                             cores_busy.append(cpu / wall)
-    result = {"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS, "rest_ms": REST_SECONDS * 1e3,
-              "cores": os.cpu_count()}
+    result = {"bench": "restart", "kills": KILLS, "repetitions": REPETITIONS, "rest_ms": REST_SECONDS * 1e3}
     for name, times in runs.items():
         result[f"{name}_p50_ms"] = median(percentile(t, 0.5) for t in times) * 1e3
         result[f"{name}_p99_ms"] = median(percentile(t, 0.99) for t in times) * 1e3
