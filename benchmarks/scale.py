@@ -42,7 +42,7 @@ def otp_run() -> dict[str, float]:
     """One run on a new node: start, USS, restarts (back to back, then at rest), stop."""
     import otp   # here, not above: the multiprocessing peer's interpreter stays small
     from benchmarks import procs
-    from benchmarks.restart import time_restart
+    from benchmarks.restart import announced, time_restart
     with otp.Node("bench", preload=["benchmarks.procs"]):
         me = otp.self()
         template = otp.child_spec("announcer", procs.Announcer, restart="permanent", shutdown="brutal_kill")
@@ -51,7 +51,7 @@ def otp_run() -> dict[str, float]:
         pids = [otp.supervisor.start_child(sup, (me,)) for _ in range(CHILDREN)]
         start_seconds = time.perf_counter() - start
         for _ in pids:  # each announced itself from its init
-            otp.receive(match=lambda m: m[0] == "up", timeout=30)
+            announced()
         uss = sum(psutil.Process(otp.os_pid(pid)).memory_full_info().uss for pid in pids)
         victims = [otp.os_pid(pid) for pid in pids[:2 * KILLS]]
         with CpuMeter() as meter:
